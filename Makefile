@@ -1,0 +1,45 @@
+# equiv-tools: `make lab` to explore, `make test` to check everything.
+# Override TORCH_SPEC for a GPU build, e.g. make lab TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>".
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.equiv-tools-installed
+
+.PHONY: install lab test test-unit test-notebooks test-browser test-slow clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
+	@if [ -x /usr/bin/chromium ]; then $(MAKE) --no-print-directory test-browser; \
+	else echo "skipping the browser check: /usr/bin/chromium is not installed (apt-get install chromium)"; fi
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
+
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,32 @@
+"""equiv-tools: find the equivalence rule a small transformer applies to inputs it never saw.
+
+The torch-free parts (tasks, relations, configs, errors) import eagerly; the
+rest loads on first use, so ``import equiv_tools`` stays fast.
+"""
+from importlib import import_module
+
+from .config import PRESETS, TrainConfig, model_config
+from .errors import InputError
+from .relations import Relation
+from .tasks import AdditionTask, ModularDigitTask, ModularTask, MultiplicationTask, make_task
+
+_LAZY = {
+    "build_model": "models", "load_run": "models", "import_mingpt": "models", "Run": "models",
+    "train": "training", "resume": "training", "read_metrics": "training",
+    "greedy_decode": "decoding", "naive_greedy_decode": "decoding", "predict": "decoding",
+    "score_digits": "decoding", "accuracy": "decoding",
+    "evaluate_run": "evaluation",
+    "discover_relations": "discovery", "class_map": "discovery",
+    "find_paper_dir": "reproduce", "reproduce": "reproduce",
+}
+
+__all__ = [
+    "AdditionTask", "MultiplicationTask", "ModularDigitTask", "ModularTask", "make_task",
+    "Relation", "InputError", "TrainConfig", "PRESETS", "model_config", *_LAZY,
+]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module("." + _LAZY[name], __name__), name)
+    raise AttributeError(f"module 'equiv_tools' has no attribute {name!r}")
