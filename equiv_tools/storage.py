@@ -1,0 +1,65 @@
+"""Safe files: atomic writes (temporary file, flush, fsync, rename) and validated reads.
+
+The kit writes only JSON, CSV and safetensors; it never unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from .errors import InputError
+
+TMP_SUFFIX = ".tmp"
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never a mix."""
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json(path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); the file is damaged") from None
+
+
+def save_tensors(path, tensors: dict[str, torch.Tensor]) -> None:
+    """Save named tensors as safetensors, atomically."""
+    data = save_safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    atomic_write_bytes(path, data)
+
+
+def load_tensors(path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or corrupted file raises InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} is missing")
+    try:
+        return load_safetensors_bytes(path.read_bytes())
+    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
+        raise InputError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupted") from None

@@ -1,0 +1,224 @@
+"""The training loop: AdamW, warmup, clipping, periodic evaluation, crash-safe checkpoints and exact resume.
+
+A run directory::
+
+    config.json                          task, model and training config, schema version, provenance
+    model.safetensors                    the latest weights
+    metrics.csv                          step, split, loss, accuracy (tidy)
+    state.json                           the step of the latest complete checkpoint, and the RNG scheme
+    checkpoints/step_NNNNNN.safetensors  the weight series
+    checkpoints/step_NNNNNN.optimizer.safetensors   AdamW state of the latest checkpoint
+
+Every file is written atomically, and ``state.json`` is written after the files
+it names, so a run killed at any moment resumes from its latest complete
+checkpoint. All randomness is derived from ``(seed, step)``: minibatch indices
+come from ``numpy.random.default_rng([seed, step])``, so the RNG state to
+resume is the step itself, and a resumed run reaches the same weights and
+metrics as an uninterrupted one on CPU.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import RunConfig, TrainConfig, model_config
+from .errors import InputError
+from .models import WEIGHTS_FILE, build_model, load_weights, provenance, save_weights
+from .storage import TMP_SUFFIX, atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
+from .tasks import Task
+
+METRIC_COLUMNS = ["step", "split", "loss", "accuracy"]
+RNG_SCHEME = "minibatch indices from numpy.random.default_rng([seed, step]); no other randomness after init"
+
+
+def _checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def _sequences(task: Task, ab) -> torch.Tensor:
+    return torch.from_numpy(task.encode(*ab))
+
+
+def answer_loss_and_accuracy(model, task: Task, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy on answer positions (mean) and teacher-forced exact match (= greedy exact match) per row.
+
+    ``seqs`` [batch, seq_len] -> (scalar loss, bool [batch]).
+    """
+    logits = model(seqs[:, :-1])[:, task.prompt_len - 1 :]
+    target = seqs[:, task.prompt_len :]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+    return loss, (logits.argmax(-1) == target).all(dim=1)
+
+
+class _Data:
+    """The run's fixed data: train pairs, and the evaluation sets (train subset, ID test, OOD)."""
+
+    def __init__(self, task: Task, cfg: TrainConfig):
+        (train, test) = task.id_split(cfg.seed, cfg.n_train, cfg.n_test)
+        self.train = _sequences(task, train)
+        self.eval_sets = {"train": self.train[: cfg.n_eval], "id_test": _sequences(task, test)[: cfg.n_eval]}
+        if task.kind != "modular":
+            ood = task.sample_ood(cfg.n_eval, cfg.ood_digits, seed=cfg.seed + 1)
+            self.eval_sets["ood"] = _sequences(task, ood)
+        self.eval_sets = {k: v for k, v in self.eval_sets.items() if len(v)}
+
+    def batch(self, cfg: TrainConfig, step: int) -> torch.Tensor:
+        if cfg.batch_size is None:
+            return self.train
+        idx = np.random.default_rng([cfg.seed, step]).integers(0, len(self.train), cfg.batch_size)
+        return self.train[torch.from_numpy(idx)]
+
+
+@torch.no_grad()
+def _evaluate(model, task: Task, data: _Data, step: int) -> list[dict]:
+    model.eval()
+    rows = []
+    for split, seqs in data.eval_sets.items():
+        loss, correct = answer_loss_and_accuracy(model, task, seqs)
+        rows.append({"step": step, "split": split, "loss": float(loss), "accuracy": float(correct.float().mean())})
+    model.train()
+    return rows
+
+
+def _write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(buf, index=False)
+    atomic_write_bytes(run_dir / "metrics.csv", buf.getvalue().encode())
+
+
+def read_metrics(run_dir) -> pd.DataFrame:
+    """A run's metrics as a tidy DataFrame: step, split, loss, accuracy."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no metrics.csv: it was not trained by equiv-tools, or training never started")
+    return pd.read_csv(path)
+
+
+def _optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+def _optimizer_tensors(model, opt: torch.optim.AdamW) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for p, state in opt.state.items():
+        for key, value in state.items():
+            out[f"{names[id(p)]}::{key}"] = value
+    return out
+
+
+def _load_optimizer(model, opt: torch.optim.AdamW, tensors: dict[str, torch.Tensor], source: str) -> None:
+    for name, p in model.named_parameters():
+        try:
+            state = {key: tensors[f"{name}::{key}"] for key in ("step", "exp_avg", "exp_avg_sq")}
+        except KeyError as exc:
+            raise InputError(f"{source} lacks optimizer state {exc}; the checkpoint does not match the model") from None
+        if state["exp_avg"].shape != p.shape:
+            raise InputError(f"{source}: optimizer state for {name} has the wrong shape")
+        opt.state[p] = {k: v.clone() for k, v in state.items()}
+
+
+def _save_checkpoint(run_dir: Path, model, opt, step: int, rows: list[dict], cfg: TrainConfig) -> None:
+    ckpt_dir = run_dir / "checkpoints"
+    name = _checkpoint_name(step)
+    save_weights(model, ckpt_dir / f"{name}.safetensors")
+    save_tensors(ckpt_dir / f"{name}.optimizer.safetensors", _optimizer_tensors(model, opt))
+    _write_metrics(run_dir, rows)
+    write_json(run_dir / "state.json", {"step": step, "checkpoint": name, "seed": cfg.seed, "rng": RNG_SCHEME})
+    save_weights(model, run_dir / WEIGHTS_FILE)
+    for old in ckpt_dir.glob("step_*.optimizer.safetensors"):
+        if old.name != f"{name}.optimizer.safetensors":
+            old.unlink()
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup over ``warmup_steps``, then constant. ``step`` counts from 1."""
+    return cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+def _loop(run_dir: Path, task: Task, model, opt, cfg: TrainConfig, data: _Data, start: int, rows: list[dict], progress: bool):
+    model.train()
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"training {run_dir.name}", disable=not progress, initial=start, total=cfg.steps)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(cfg, step)
+        loss, _ = answer_loss_and_accuracy(model, task, data.batch(cfg, step))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            rows.extend(_evaluate(model, task, data, step))
+            latest = {r["split"]: r["accuracy"] for r in rows[-len(data.eval_sets):]}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in latest.items()})
+            _write_metrics(run_dir, rows)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            _save_checkpoint(run_dir, model, opt, step, rows, cfg)
+    model.eval()
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def train(
+    task: Task,
+    out_dir,
+    preset: str = "nano",
+    train_cfg: Optional[TrainConfig] = None,
+    model_overrides: Optional[dict] = None,
+    command: Optional[list[str]] = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train a fresh model on ``task`` into the new run directory ``out_dir``; return the metrics DataFrame."""
+    cfg = train_cfg or TrainConfig()
+    run_dir = Path(out_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InputError(f"{run_dir} already exists and is not empty; pick a new --out, or continue it with --resume")
+    if task.kind != "modular" and cfg.ood_digits is not None:
+        task.sample_ood(1, cfg.ood_digits)  # validates ood_digits before any work
+    model_cfg = model_config(task, preset, seed=cfg.seed, **(model_overrides or {}))
+    data = _Data(task, cfg)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    config = RunConfig(task, model_cfg, cfg, provenance(command, preset=preset))
+    atomic_write_bytes(run_dir / "config.json", config.to_json().encode())
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg)
+    opt = _optimizer(model, cfg)
+    rows = _evaluate(model, task, data, 0)
+    _save_checkpoint(run_dir, model, opt, 0, rows, cfg)
+    return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress)
+
+
+def resume(run_dir, steps: Optional[int] = None, progress: bool = True) -> pd.DataFrame:
+    """Continue a run from its latest complete checkpoint (to ``steps`` in all, default the configured steps)."""
+    run_dir = Path(run_dir)
+    config = RunConfig.read(run_dir)
+    if config.training is None:
+        raise InputError(f"{run_dir} was imported, not trained by equiv-tools: there is nothing to resume")
+    cfg = config.training
+    if steps is not None:
+        cfg = TrainConfig.from_dict({**cfg.__dict__, "steps": steps})
+        atomic_write_bytes(run_dir / "config.json", RunConfig(config.task, config.model, cfg, config.provenance).to_json().encode())
+    state = read_json(run_dir / "state.json")
+    start = state.get("step")
+    if not isinstance(start, int) or start < 0:
+        raise InputError(f"{run_dir / 'state.json'} names no valid step; the run directory is damaged")
+    if start >= cfg.steps:
+        raise InputError(f"{run_dir} already finished {start} of {cfg.steps} steps; pass --steps to train further")
+    for leftover in run_dir.rglob("*" + TMP_SUFFIX):
+        leftover.unlink()
+    name = _checkpoint_name(start)
+    model = build_model(config.model)
+    load_weights(model, run_dir / "checkpoints" / f"{name}.safetensors")
+    opt = _optimizer(model, cfg)
+    opt_path = run_dir / "checkpoints" / f"{name}.optimizer.safetensors"
+    _load_optimizer(model, opt, load_tensors(opt_path), str(opt_path))
+    rows = [r for r in read_metrics(run_dir).to_dict("records") if r["step"] <= start]
+    data = _Data(config.task, cfg)
+    return _loop(run_dir, config.task, model, opt, cfg, data, start, rows, progress)
