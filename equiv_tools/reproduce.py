@@ -1,0 +1,91 @@
+"""The paper's headline result, measured on its own checkpoints and on the kit's shipped models.
+
+The paper's files (``exploregpt-adder/model_s2.pt``, ``model_51.pt``) are not
+part of the kit. They are looked for in, in order: an explicit ``paper_dir``,
+the environment variable ``EQUIV_TOOLS_PAPER_DIR``, and ``../shared/paper``
+(relative to the working directory, then to the checkout). When they are
+absent, their rows say ``"unavailable"`` and why.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from .discovery import discover_relations
+from .errors import InputError
+from .evaluation import evaluate_run
+from .models import Run, load_mingpt, load_run
+from .tasks import AdditionTask
+
+PAPER_ENV = "EQUIV_TOOLS_PAPER_DIR"
+PAPER_CHECKPOINTS = ("model_s2.pt", "model_51.pt")
+PAPER_TASK = AdditionTask(train_digits=3, width=5)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+
+
+def find_paper_dir(paper_dir=None) -> tuple[Optional[Path], str]:
+    """(the folder holding ``exploregpt-adder/``, or None; where it was found, or why it was not)."""
+    if paper_dir is not None:
+        candidates = [(Path(paper_dir), "--paper-dir")]
+    elif os.environ.get(PAPER_ENV):
+        candidates = [(Path(os.environ[PAPER_ENV]), f"${PAPER_ENV}")]
+    else:
+        candidates = [(Path.cwd().parent / "shared" / "paper", "../shared/paper"), (REPO_ROOT.parent / "shared" / "paper", "../shared/paper")]
+    for path, source in candidates:
+        if (path / "exploregpt-adder").is_dir():
+            return path, f"found via {source}: {path}"
+    tried = ", ".join(f"{source} ({path})" for path, source in candidates)
+    return None, f"the paper's checkpoints were not found (looked in {tried}); set {PAPER_ENV} or pass --paper-dir"
+
+
+def paper_checkpoint(name: str = "model_s2.pt", paper_dir=None) -> tuple[Optional[Path], str]:
+    """(path of one of the paper's checkpoints, or None; a sentence saying where it came from or why it is missing)."""
+    folder, reason = find_paper_dir(paper_dir)
+    if folder is None:
+        return None, reason
+    path = folder / "exploregpt-adder" / name
+    return (path, reason) if path.is_file() else (None, f"{path} does not exist")
+
+
+def load_paper_model(name: str = "model_s2.pt", paper_dir=None) -> Run:
+    path, reason = paper_checkpoint(name, paper_dir)
+    if path is None:
+        raise InputError(reason)
+    return load_mingpt(path, PAPER_TASK)
+
+
+def summarize(run: Run, model_name: str, n: int, seed: int) -> dict:
+    """One reproduce row: ID/OOD accuracy and the best relation on OOD inputs."""
+    result = evaluate_run(run, n=n, seed=seed)
+    row = {"model": model_name, "task": run.task.describe(), "id_accuracy": result["id_accuracy"], "ood_accuracy": result["ood_accuracy"]}
+    if run.task.kind == "modular":
+        return {**row, "best_relation": None, "best_relation_accuracy": None}
+    a, b = run.task.sample_ood(n, seed=seed)
+    summary, _ = discover_relations(run.model, run.task, a, b)
+    return {**row, "best_relation": summary.relation.iloc[0], "best_relation_accuracy": float(summary.accuracy.iloc[0])}
+
+
+def _unavailable(model_name: str, task: str, reason: str) -> dict:
+    return {"model": model_name, "task": task, "id_accuracy": None, "ood_accuracy": None, "best_relation": None,
+            "best_relation_accuracy": None, "status": "unavailable", "reason": reason}
+
+
+def reproduce(paper_dir=None, data_dir=None, n: int = 5000, seed: int = 0) -> list[dict]:
+    """Rows for the paper's addition checkpoints and every run directory in ``data_dir`` (default: the kit's data/)."""
+    rows = []
+    for name in PAPER_CHECKPOINTS:
+        model_name = f"paper/{name}"
+        path, reason = paper_checkpoint(name, paper_dir)
+        if path is None:
+            rows.append(_unavailable(model_name, PAPER_TASK.describe(), reason))
+        else:
+            rows.append({**summarize(load_mingpt(path, PAPER_TASK), model_name, n, seed), "status": "ok"})
+    data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
+    runs = sorted(p.parent for p in data_dir.glob("*/config.json")) if data_dir.is_dir() else []
+    if not runs:
+        rows.append(_unavailable(f"kit/{data_dir}", "-", f"no run directories in {data_dir}"))
+    for run_dir in runs:
+        rows.append({**summarize(load_run(run_dir), f"kit/{run_dir.name}", n, seed), "status": "ok"})
+    return rows

@@ -1,0 +1,53 @@
+"""Decoding: the fast paths give the naive loop's answers; teacher-forced scoring agrees with greedy decoding."""
+import numpy as np
+import pytest
+import torch
+
+from equiv_tools import InputError
+from equiv_tools.decoding import LeanModel, greedy_decode, naive_greedy_decode, predict, score_digits
+from equiv_tools.relations import sum_of_residues
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_run):
+    # every ID pair of the 1-digit task and every pair with a 2-digit operand: ID and OOD mixed
+    return tiny_run.task.grid(range(100), range(0, 100, 3))
+
+
+def test_lean_forward_matches_bridge(tiny_run, inputs):
+    tokens = torch.from_numpy(tiny_run.task.encode(*inputs))[:, :-1]
+    with torch.no_grad():
+        assert torch.allclose(LeanModel(tiny_run.model)(tokens), tiny_run.model(tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize("guess", [None, "auto", "relation", "truth"])
+def test_fast_paths_equal_naive(tiny_run, inputs, guess):
+    task, a, b = tiny_run.task, *inputs
+    expected = naive_greedy_decode(tiny_run.model, task, a, b, batch_size=512)
+    guess = {"relation": sum_of_residues(1), "truth": task.truth(a, b)}.get(guess, guess)
+    got = greedy_decode(tiny_run.model, task, a, b, batch_size=700, guess=guess)
+    assert np.array_equal(got, expected)
+
+
+def test_chunking_does_not_change_answers(tiny_run, inputs):
+    task, a, b = tiny_run.task, *inputs
+    assert np.array_equal(greedy_decode(tiny_run.model, task, a, b, batch_size=7), greedy_decode(tiny_run.model, task, a, b, batch_size=10_000))
+
+
+def test_teacher_forced_scoring_agrees_with_greedy(tiny_run, inputs):
+    task, a, b = tiny_run.task, *inputs
+    answers = predict(tiny_run.model, task, a, b)
+    assert score_digits(tiny_run.model, task, a, b, answers).all()
+    truth = task.truth(a, b)
+    per_digit = score_digits(tiny_run.model, task, a, b, truth)
+    assert np.array_equal(per_digit.all(axis=1), answers == truth)
+    assert 0 < (answers == truth).mean() < 1  # the tiny model is right on some inputs and wrong on others
+
+
+def test_decode_errors(tiny_run):
+    with pytest.raises(InputError, match="too wide"):
+        predict(tiny_run.model, tiny_run.task, [1000], [1])
+    with pytest.raises(InputError, match="guess"):
+        greedy_decode(tiny_run.model, tiny_run.task, [1], [1], guess="best")
+    with pytest.raises(InputError, match="batch_size"):
+        greedy_decode(tiny_run.model, tiny_run.task, [1], [1], batch_size=0, guess=None)
