@@ -218,6 +218,7 @@ def test_cli_fuzz_never_crashes(fuzz_paths, monkeypatch, capsys, data):
     # a fuzzed `train` that validates may start a real run; stop it after its step-0 checkpoint
     monkeypatch.setattr(training, "_loop", lambda *a, **k: pd.DataFrame(columns=training.METRIC_COLUMNS))
     argv = data.draw(st.lists(st.sampled_from(TOKENS + fuzz_paths), max_size=8))
+    capsys.readouterr()  # drop what earlier examples printed
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse's usage errors and --help
