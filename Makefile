@@ -7,6 +7,8 @@ LAB_ARGS ?=
 PYTEST_ARGS ?=
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.equiv-tools-installed
+# JupyterLab refuses to start as root (containers, CI) unless told it may
+ROOT_ARGS = $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: install lab test test-unit test-notebooks test-browser test-slow clean
 
@@ -22,10 +24,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_ARGS) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
 	@if [ -x /usr/bin/chromium ]; then $(MAKE) --no-print-directory test-browser; \
 	else echo "skipping the browser check: /usr/bin/chromium is not installed (apt-get install chromium)"; fi
 
@@ -33,7 +35,7 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
-	$(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
+	$(BIN)/python -m pytest notebooks --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
 
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)

@@ -16,8 +16,10 @@ _LAZY = {
     "greedy_decode": "decoding", "naive_greedy_decode": "decoding", "predict": "decoding",
     "score_digits": "decoding", "accuracy": "decoding",
     "evaluate_run": "evaluation",
-    "discover_relations": "discovery", "class_map": "discovery",
-    "find_paper_dir": "reproduce", "reproduce": "reproduce",
+    "discover_relations": "discovery", "class_map": "discovery", "explain_input": "discovery", "best_relation": "discovery",
+    "grid_answers": "maps", "classify": "maps", "category_shares": "maps", "digit_distribution": "maps",
+    "find_paper_dir": "reproduce", "reproduce": "reproduce", "paper_checkpoint": "reproduce",
+    "load_paper_model": "reproduce", "model_catalog": "reproduce",
 }
 
 __all__ = [

@@ -134,3 +134,44 @@ def relations_report(run, n: int = 10_000, ood_digits: Optional[int] = None, see
         for r in summary.itertuples()
     ]
     return {"ood_digits": task.train_digits + 1 if ood_digits is None else ood_digits, "n": int(a.size), "relations": rows}
+
+
+def best_relation(model, task: Task, n: int = 500, seed: int = 0) -> Relation:
+    """The task's candidate relation that best matches the model on ``n`` OOD inputs (the truth for tasks without OOD)."""
+    if task.kind == "modular":
+        return task.relations()[0]
+    a, b = task.sample_ood(n, seed=seed)
+    summary, _ = discover_relations(model, task, a, b)
+    return task.relation(summary.relation.iloc[0])
+
+
+def explain_input(model, task: Task, a, b, relation: Optional[Relation] = None) -> dict:
+    """What the model does with one input (a, b): its answer, the truth, and the ID input it treats it as.
+
+    Keys: a, b, in_distribution, answer, truth, correct, per_digit (answer digit
+    == truth digit, units first), relation, relation_answer, matches_relation,
+    rep_a, rep_b (the relation's representative, None if it has none) and
+    rep_answer (the model's answer on the representative).
+    """
+    a_arr, b_arr = task.check_operands(a, b)
+    if a_arr.size != 1:
+        raise InputError("explain_input takes one pair of operands")
+    relation = relation or task.relations()[0]
+    rep = relation.representative(a_arr, b_arr) if relation.representative is not None else None
+    batch_a = a_arr if rep is None else np.concatenate([a_arr, rep[0]])
+    batch_b = b_arr if rep is None else np.concatenate([b_arr, rep[1]])
+    tokens = greedy_decode(model, task, batch_a, batch_b, guess=None)  # the input and its representative at once
+    answers = task.decode_answer(tokens)
+    answer, truth = int(answers[0]), int(task.truth(a_arr, b_arr)[0])
+    rep_a = rep_b = rep_answer = None
+    if rep is not None:
+        rep_a, rep_b, rep_answer = int(rep[0][0]), int(rep[1][0]), int(answers[1])
+    relation_answer = int(relation(a_arr, b_arr)[0])
+    return {
+        "a": int(a_arr[0]), "b": int(b_arr[0]),
+        "in_distribution": bool(task.is_in_distribution(a_arr, b_arr)[0]),
+        "answer": answer, "truth": truth, "correct": answer == truth,
+        "per_digit": (tokens[0] == task.encode_answer([truth])[0]).tolist(),
+        "relation": relation.name, "relation_answer": relation_answer, "matches_relation": answer == relation_answer,
+        "rep_a": rep_a, "rep_b": rep_b, "rep_answer": rep_answer,
+    }

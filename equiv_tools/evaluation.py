@@ -11,6 +11,7 @@ from .decoding import predict
 from .errors import InputError
 from .models import Run
 from .storage import atomic_write_bytes
+from .tasks import parse_operand
 
 
 def id_test_pairs(run: Run, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +47,6 @@ def read_pairs(path) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{path} is not a CSV with columns a,b ({str(exc).splitlines()[0]})") from None
     if not {"a", "b"} <= set(frame.columns):
         raise InputError(f"{path} needs columns a and b, found {list(frame.columns)}")
-    from .tasks import parse_operand
-
     values = []
     for column in ("a", "b"):
         parsed = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .discovery import discover_relations
 from .errors import InputError
@@ -89,3 +89,15 @@ def reproduce(paper_dir=None, data_dir=None, n: int = 5000, seed: int = 0) -> li
     for run_dir in runs:
         rows.append({**summarize(load_run(run_dir), f"kit/{run_dir.name}", n, seed), "status": "ok"})
     return rows
+
+
+def model_catalog(data_dir=None, paper_dir=None) -> dict[str, Callable[[], Run]]:
+    """Models to choose from, label -> loader: every run directory in ``data_dir`` (default: the kit's data/),
+    then the paper's checkpoints when they are found."""
+    data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
+    catalog = {f"kit/{p.parent.name}": (lambda d=p.parent: load_run(d)) for p in sorted(data_dir.glob("*/config.json"))}
+    for name in PAPER_CHECKPOINTS:
+        path, _ = paper_checkpoint(name, paper_dir)
+        if path is not None:
+            catalog[f"paper/{name}"] = lambda path=path: load_mingpt(path, PAPER_TASK)
+    return catalog

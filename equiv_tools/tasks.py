@@ -65,6 +65,7 @@ class Task:
     """Shared interface. Subclasses are frozen dataclasses."""
 
     kind: ClassVar[str]
+    symbol: str  # the operation between the operands: '+' or '*'
     d_vocab: int
     prompt_len: int
     answer_len: int
@@ -176,6 +177,12 @@ class DigitTask(Task):
     def max_operand(self) -> int:
         return 10**self.width - 1
 
+    def is_in_distribution(self, a, b) -> np.ndarray:
+        """Whether both operands are below ``10**train_digits``: bool [n]."""
+        a, b = self.check_operands(a, b)
+        limit = 10**self.train_digits
+        return (a < limit) & (b < limit)
+
     @property
     def id_size(self) -> int:
         """Number of ID pairs: ``10**(2 * train_digits)``."""
@@ -265,6 +272,7 @@ class AdditionTask(DigitTask):
     """n-digit addition in the paper's layout; the answer has ``width + 1`` digits."""
 
     kind: ClassVar[str] = "addition"
+    symbol: ClassVar[str] = "+"
 
     @property
     def answer_len(self) -> int:
@@ -283,6 +291,7 @@ class MultiplicationTask(DigitTask):
     width: int = 4
 
     kind: ClassVar[str] = "multiplication"
+    symbol: ClassVar[str] = "*"
 
     @property
     def answer_len(self) -> int:
@@ -317,6 +326,10 @@ class ModularDigitTask(DigitTask):
         _check_modulus(self.p, self.op)
 
     @property
+    def symbol(self) -> str:
+        return "+" if self.op == "add" else "*"
+
+    @property
     def answer_len(self) -> int:
         return len(str(self.p - 1))
 
@@ -347,6 +360,15 @@ class ModularTask(Task):
     @property
     def d_vocab(self) -> int:
         return self.p + 1
+
+    @property
+    def symbol(self) -> str:
+        return "+" if self.op == "add" else "*"
+
+    def is_in_distribution(self, a, b) -> np.ndarray:
+        """Every valid pair is in the domain: bool [n], all True."""
+        a, _ = self.check_operands(a, b)
+        return np.ones(a.shape, dtype=bool)
 
     @property
     def max_operand(self) -> int:
