@@ -92,10 +92,11 @@ class Run:
 
 
 def check_task_fits_model(task: Task, model_cfg: dict, source: str) -> None:
-    if model_cfg.get("d_vocab") != task.d_vocab or model_cfg.get("n_ctx", 0) < task.n_ctx:
+    """The task's layout must be the model's: same vocabulary, and the model's context is the task's sequence."""
+    if model_cfg.get("d_vocab") != task.d_vocab or model_cfg.get("n_ctx") != task.n_ctx:
         raise InputError(
-            f"{source}: the task {task.describe()} needs d_vocab={task.d_vocab} and n_ctx>={task.n_ctx}, but the "
-            f"model has d_vocab={model_cfg.get('d_vocab')} and n_ctx={model_cfg.get('n_ctx')}"
+            f"{source}: the task {task.describe()} needs d_vocab={task.d_vocab} and n_ctx={task.n_ctx}, but the "
+            f"model has d_vocab={model_cfg.get('d_vocab')} and n_ctx={model_cfg.get('n_ctx')}; the checkpoint was made for another task"
         )
 
 
@@ -133,8 +134,10 @@ def _read_mingpt(src: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign bytes; all mean "not a checkpoint"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{src} is not a minGPT checkpoint: torch.load failed ({first_line[:200]})") from None
+        raise InputError(
+            f"{src} is not a minGPT checkpoint: torch.load(weights_only=True) could not read it ({type(exc).__name__}); "
+            "it is not a PyTorch file, or it holds objects other than tensors, which the kit never unpickles"
+        ) from None
     if not isinstance(state, dict) or "transformer.wte.weight" not in state or "lm_head.weight" not in state:
         raise InputError(f"{src} is not a minGPT checkpoint: it lacks transformer.wte.weight and lm_head.weight")
     if not all(isinstance(v, torch.Tensor) for v in state.values()):

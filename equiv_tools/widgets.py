@@ -29,6 +29,7 @@ from .reproduce import model_catalog
 from .tasks import parse_operand
 
 MAX_GRID_POINTS = 40_000
+SLIDER_MAX = 9999  # sliders cover 3- and 4-digit inputs; wider operands are typed
 
 
 def figure_png(fig) -> bytes:
@@ -96,8 +97,8 @@ class EquivalenceExplorer(W.VBox):
         self.models = ModelChooser(self.update, catalog, model)
         self.a_text = W.Text(value=str(a), description="a", continuous_update=False, layout=W.Layout(width="200px"))
         self.b_text = W.Text(value=str(b), description="b", continuous_update=False, layout=W.Layout(width="200px"))
-        self.a_slider = W.IntSlider(min=0, max=9999, value=min(a, 9999), description="slide a", continuous_update=False)
-        self.b_slider = W.IntSlider(min=0, max=9999, value=min(b, 9999), description="slide b", continuous_update=False)
+        self.a_slider = W.IntSlider(min=0, max=SLIDER_MAX, value=min(a, SLIDER_MAX), description="slide a", continuous_update=False)
+        self.b_slider = W.IntSlider(min=0, max=SLIDER_MAX, value=min(b, SLIDER_MAX), description="slide b", continuous_update=False)
         self.answer = W.HTML()
         self.message = W.HTML()
         super().__init__([self.models, W.HBox([self.a_text, self.a_slider]), W.HBox([self.b_text, self.b_slider]), self.message, self.answer])
@@ -111,7 +112,7 @@ class EquivalenceExplorer(W.VBox):
         """Recompute for the current a, b and model; errors go to ``message``."""
         try:
             run, relation = self.models.current()
-            self.a_slider.max = self.b_slider.max = run.task.max_operand
+            self.a_slider.max = self.b_slider.max = min(run.task.max_operand, SLIDER_MAX)
             a, b = parse_operand(self.a_text.value, "a"), parse_operand(self.b_text.value, "b")
             self.result = explain_input(run.model, run.task, a, b, relation)
         except Exception as exc:  # shown in the widget, never raised into the notebook
