@@ -47,9 +47,11 @@ def _add_task_args(p: argparse.ArgumentParser, task_required: bool = True) -> No
     p.add_argument("--train-fraction", type=float, help="share of pairs trained on, grokking layout (default 0.3)")
 
 
+TASK_FIELDS = ("train_digits", "width", "p", "op", "train_fraction")
+
+
 def _task_from_args(args):
-    names = {"train_digits": "train_digits", "width": "width", "p": "p", "op": "op", "train_fraction": "train_fraction"}
-    fields = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    fields = {name: getattr(args, name) for name in TASK_FIELDS if getattr(args, name) is not None}
     return make_task(args.task, **fields)
 
 
