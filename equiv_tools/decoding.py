@@ -144,6 +144,24 @@ def _pick_relation(task: Task, a, b, tokens: np.ndarray) -> Optional[Relation]:
     return best
 
 
+def _decode(lean: LeanModel, task: Task, prompts: np.ndarray, guessed: Optional[np.ndarray], batch_size: int, progress: bool) -> np.ndarray:
+    """Greedy answer tokens for prompts [n, prompt_len], verifying ``guessed`` answer tokens [n, answer_len] if given."""
+    out = np.empty((len(prompts), task.answer_len), dtype=np.int64)
+    for sl in _slices(len(prompts), batch_size, progress, "decoding"):
+        prompt = torch.from_numpy(prompts[sl]).to(lean.device)
+        if guessed is None:
+            out[sl] = _kv_decode(lean, prompt, task.answer_len).cpu().numpy()
+            continue
+        target = torch.from_numpy(guessed[sl]).to(lean.device)
+        verified = (_teacher_forced_argmax(lean, task, prompt, target) == target).all(dim=1)
+        result = target.clone()
+        wrong = (~verified).nonzero().squeeze(1)
+        if wrong.numel():
+            result[wrong] = _kv_decode(lean, prompt[wrong], task.answer_len)
+        out[sl] = result.cpu().numpy()
+    return out
+
+
 @torch.no_grad()
 def greedy_decode(
     model,
@@ -162,38 +180,25 @@ def greedy_decode(
     """
     a, b = task.check_operands(a, b)
     lean = LeanModel(model)
-    n = a.size
-    out = np.empty((n, task.answer_len), dtype=np.int64)
+    prompts = task.encode_prompt(a, b)
     if isinstance(guess, str):
         if guess != "auto":
             raise InputError(f"guess must be 'auto', None, a Relation or an array of answers, got {guess!r}")
-        pilot = min(n, PILOT_SIZE)
-        out[:pilot] = greedy_decode(model, task, a[:pilot], b[:pilot], batch_size, guess=None)
-        if pilot < n:
-            relation = _pick_relation(task, a[:pilot], b[:pilot], out[:pilot])
-            out[pilot:] = greedy_decode(model, task, a[pilot:], b[pilot:], batch_size, guess=relation, progress=progress)
-        return out
+        pilot = min(a.size, PILOT_SIZE)
+        head = _decode(lean, task, prompts[:pilot], None, batch_size, False)
+        if pilot == a.size:
+            return head
+        relation = _pick_relation(task, a[:pilot], b[:pilot], head)
+        guessed = None if relation is None else _guess_tokens(task, relation(a[pilot:], b[pilot:]))
+        return np.concatenate([head, _decode(lean, task, prompts[pilot:], guessed, batch_size, progress)])
     guessed = None
     if isinstance(guess, Relation):
         guessed = _guess_tokens(task, guess(a, b))
     elif guess is not None:
         guessed = _guess_tokens(task, np.asarray(guess, dtype=np.int64).reshape(-1))
-        if guessed.shape[0] != n:
-            raise InputError(f"guess has {guessed.shape[0]} answers for {n} inputs")
-    prompts = task.encode_prompt(a, b)
-    for sl in _slices(n, batch_size, progress, "decoding"):
-        prompt = torch.from_numpy(prompts[sl]).to(lean.device)
-        if guessed is None:
-            out[sl] = _kv_decode(lean, prompt, task.answer_len).cpu().numpy()
-            continue
-        target = torch.from_numpy(guessed[sl]).to(lean.device)
-        verified = (_teacher_forced_argmax(lean, task, prompt, target) == target).all(dim=1)
-        result = target.clone()
-        wrong = (~verified).nonzero().squeeze(1)
-        if wrong.numel():
-            result[wrong] = _kv_decode(lean, prompt[wrong], task.answer_len)
-        out[sl] = result.cpu().numpy()
-    return out
+        if guessed.shape[0] != a.size:
+            raise InputError(f"guess has {guessed.shape[0]} answers for {a.size} inputs")
+    return _decode(lean, task, prompts, guessed, batch_size, progress)
 
 
 def predict(model, task: Task, a, b, **kwargs) -> np.ndarray:

@@ -12,9 +12,12 @@ import os
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+
+from .decoding import predict
 from .discovery import discover_relations
 from .errors import InputError
-from .evaluation import evaluate_run
+from .evaluation import id_test_pairs
 from .models import Run, load_mingpt, load_run
 from .tasks import AdditionTask
 
@@ -58,13 +61,16 @@ def load_paper_model(name: str = "model_s2.pt", paper_dir=None) -> Run:
 
 def summarize(run: Run, model_name: str, n: int, seed: int) -> dict:
     """One reproduce row: ID/OOD accuracy and the best relation on OOD inputs."""
-    result = evaluate_run(run, n=n, seed=seed)
-    row = {"model": model_name, "task": run.task.describe(), "id_accuracy": result["id_accuracy"], "ood_accuracy": result["ood_accuracy"]}
-    if run.task.kind == "modular":
-        return {**row, "best_relation": None, "best_relation_accuracy": None}
-    a, b = run.task.sample_ood(n, seed=seed)
-    summary, _ = discover_relations(run.model, run.task, a, b)
-    return {**row, "best_relation": summary.relation.iloc[0], "best_relation_accuracy": float(summary.accuracy.iloc[0])}
+    task = run.task
+    a, b = id_test_pairs(run, n, seed)
+    row = {"model": model_name, "task": task.describe(), "id_accuracy": float(np.mean(predict(run.model, task, a, b) == task.truth(a, b)))}
+    if task.kind == "modular":
+        return {**row, "ood_accuracy": None, "best_relation": None, "best_relation_accuracy": None}
+    a, b = task.sample_ood(n, seed=seed)
+    summary, _ = discover_relations(run.model, task, a, b)
+    accuracy = summary.set_index("relation").accuracy
+    return {**row, "ood_accuracy": float(accuracy[task.relations()[0].name]),  # the first candidate is the truth
+            "best_relation": summary.relation.iloc[0], "best_relation_accuracy": float(summary.accuracy.iloc[0])}
 
 
 def _unavailable(model_name: str, task: str, reason: str) -> dict:
