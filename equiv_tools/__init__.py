@@ -14,7 +14,7 @@ _LAZY = {
     "build_model": "models", "load_run": "models", "import_mingpt": "models", "Run": "models",
     "train": "training", "resume": "training", "read_metrics": "training",
     "greedy_decode": "decoding", "naive_greedy_decode": "decoding", "predict": "decoding",
-    "score_digits": "decoding", "accuracy": "decoding",
+    "score_digits": "decoding",
     "evaluate_run": "evaluation",
     "discover_relations": "discovery", "class_map": "discovery", "explain_input": "discovery", "best_relation": "discovery",
     "grid_answers": "maps", "classify": "maps", "category_shares": "maps", "digit_distribution": "maps",

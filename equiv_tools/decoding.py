@@ -240,8 +240,3 @@ def score_digits(model, task: Task, a, b, targets, batch_size: int = 4096) -> np
         prompt = torch.from_numpy(prompts[sl]).to(lean.device)
         out[sl] = (_teacher_forced_argmax(lean, task, prompt, target) == target).cpu().numpy()
     return out
-
-
-def accuracy(model, task: Task, a, b, **kwargs) -> float:
-    """Exact-match accuracy of the greedy answer against the ground truth."""
-    return float(np.mean(predict(model, task, a, b, **kwargs) == task.truth(a, b)))

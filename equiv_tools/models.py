@@ -86,10 +86,6 @@ class Run:
     def task(self) -> Task:
         return self.config.task
 
-    @property
-    def name(self) -> str:
-        return self.path.name
-
 
 def check_task_fits_model(task: Task, model_cfg: dict, source: str) -> None:
     """The task's layout must be the model's: same vocabulary, and the model's context is the task's sequence."""
