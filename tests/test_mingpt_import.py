@@ -97,6 +97,7 @@ def test_identical_greedy_answers_on_mixed_sample(paper_dir, name, record_proper
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # about 20 minutes on 2 cores
 def test_identical_greedy_answers_on_all_id_pairs(paper_dir, record_property):
     run = load_mingpt(paper_dir / "exploregpt-adder" / "model_s2.pt", TASK)
     a, b = TASK.grid(range(1000), range(1000))
