@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .config import PRESETS, TrainConfig
+from .config import PRESETS, TrainConfig, require_new_run_dir
 from .errors import InputError
 from .tasks import TASKS, make_task
 
@@ -140,8 +140,7 @@ def _cmd_train(args, argv) -> int:
         checkpoint_every=args.checkpoint_every, n_train=args.n_train, n_test=args.n_test, n_eval=args.n_eval,
         ood_digits=args.ood_digits, seed=args.seed,
     )
-    if args.out.exists() and any(args.out.iterdir()):
-        raise InputError(f"{args.out} already exists and is not empty; pick a new --out, or continue it with --resume")
+    require_new_run_dir(args.out)  # before importing torch
     from .training import train
 
     metrics = train(task, args.out, preset=args.preset, train_cfg=cfg, command=["equiv-tools", *argv], progress=not args.quiet)

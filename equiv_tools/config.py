@@ -26,6 +26,13 @@ MODEL_FIELDS = ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act_fn", "
 ACT_FNS = ("gelu_new", "gelu", "relu", "silu")
 
 
+def require_new_run_dir(path, what_to_do: str = "pick a new --out, or continue it with --resume") -> None:
+    """Refuse to write a run into a directory that already holds something, so nothing saved is overwritten."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise InputError(f"{path} already exists and is not empty; {what_to_do}")
+
+
 def model_config(task: Task, preset: str = "nano", seed: int = 0, **overrides) -> dict:
     """The model's TransformerBridgeConfig fields for ``task``: a preset, the task's sizes, and overrides."""
     if preset not in PRESETS:

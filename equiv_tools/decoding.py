@@ -134,14 +134,27 @@ def _guess_tokens(task: Task, values: np.ndarray) -> np.ndarray:
     return task.encode_answer(values)
 
 
-def _pick_relation(task: Task, a, b, tokens: np.ndarray) -> Optional[Relation]:
+def _pilot(lean: LeanModel, task: Task, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Optional[Relation]]:
+    """Greedy tokens for the first ``PILOT_SIZE`` inputs, and the candidate relation most of them follow (or None)."""
+    a, b = a[:PILOT_SIZE], b[:PILOT_SIZE]
+    tokens = _decode(lean, task, task.encode_prompt(a, b), None, PILOT_SIZE, False)
     answers = task.decode_answer(tokens)
     best, best_share = None, 0.5
     for rel in task.relations():
         share = float(np.mean(rel(a, b) == answers))
         if share > best_share:
             best, best_share = rel, share
-    return best
+    return tokens, best
+
+
+def guess_relation(model, task: Task, a, b) -> Optional[Relation]:
+    """The candidate relation that agrees best with the model's greedy answers on a pilot of (a, b), if over half do.
+
+    The pilot is the first ``PILOT_SIZE`` inputs, decoded with the KV cache. Its
+    result is a ``guess`` for ``greedy_decode``; the answers never depend on it.
+    """
+    a, b = task.check_operands(a, b)
+    return _pilot(LeanModel(model), task, a, b)[1]
 
 
 def _decode(lean: LeanModel, task: Task, prompts: np.ndarray, guessed: Optional[np.ndarray], batch_size: int, progress: bool) -> np.ndarray:
@@ -174,23 +187,21 @@ def greedy_decode(
 ) -> np.ndarray:
     """The model's greedy answer tokens for operands ``a``, ``b``: int64 [n, answer_len].
 
-    ``guess``: ``"auto"`` (pilot, then verify with the best-agreeing candidate
-    relation), a ``Relation`` or an array of guessed answers [n] to verify, or
+    ``guess``: ``"auto"`` (``guess_relation`` on a pilot, then verify
+    with it), a ``Relation`` or an array of guessed answers [n] to verify, or
     ``None`` for plain KV-cache decoding. The result does not depend on it.
     """
     a, b = task.check_operands(a, b)
     lean = LeanModel(model)
-    prompts = task.encode_prompt(a, b)
     if isinstance(guess, str):
         if guess != "auto":
             raise InputError(f"guess must be 'auto', None, a Relation or an array of answers, got {guess!r}")
-        pilot = min(a.size, PILOT_SIZE)
-        head = _decode(lean, task, prompts[:pilot], None, batch_size, False)
-        if pilot == a.size:
+        head, relation = _pilot(lean, task, a, b)  # the pilot's answers are kept, not decoded again
+        if a.size <= PILOT_SIZE:
             return head
-        relation = _pick_relation(task, a[:pilot], b[:pilot], head)
-        guessed = None if relation is None else _guess_tokens(task, relation(a[pilot:], b[pilot:]))
-        return np.concatenate([head, _decode(lean, task, prompts[pilot:], guessed, batch_size, progress)])
+        guessed = None if relation is None else _guess_tokens(task, relation(a[PILOT_SIZE:], b[PILOT_SIZE:]))
+        rest = _decode(lean, task, task.encode_prompt(a[PILOT_SIZE:], b[PILOT_SIZE:]), guessed, batch_size, progress)
+        return np.concatenate([head, rest])
     guessed = None
     if isinstance(guess, Relation):
         guessed = _guess_tokens(task, guess(a, b))
@@ -198,7 +209,7 @@ def greedy_decode(
         guessed = _guess_tokens(task, np.asarray(guess, dtype=np.int64).reshape(-1))
         if guessed.shape[0] != a.size:
             raise InputError(f"guess has {guessed.shape[0]} answers for {a.size} inputs")
-    return _decode(lean, task, prompts, guessed, batch_size, progress)
+    return _decode(lean, task, task.encode_prompt(a, b), guessed, batch_size, progress)
 
 
 def predict(model, task: Task, a, b, **kwargs) -> np.ndarray:

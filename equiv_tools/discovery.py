@@ -107,11 +107,11 @@ def class_map(
         raise InputError(f"relation {relation.name!r} names no ID representative; pick one that reduces the operands")
     rep_a, rep_b = relation.representative(a, b)
     answer = task.decode_answer(tokens)
-    rep_answer = predict(model, task, rep_a, rep_b, batch_size=batch_size)
+    rep_answer = predict(model, task, rep_a, rep_b, batch_size=batch_size, guess=relation)
     hook = hook or default_hook(model)
     position = task.prompt_len - 1 if position is None else position
-    h = hidden_states(model, task, a, b, hook, position, batch_size)
-    h_rep = hidden_states(model, task, rep_a, rep_b, hook, position, batch_size)
+    both = hidden_states(model, task, np.concatenate([a, rep_a]), np.concatenate([b, rep_b]), hook, position, batch_size)
+    h, h_rep = both[: a.size], both[a.size :]
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(h_rep)))
     unrelated = float((h_rep - h_rep[perm]).norm(dim=1).median()) if len(h_rep) > 1 else float("nan")
     frame = pd.DataFrame(

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .decoding import greedy_decode
+from .decoding import greedy_decode, guess_relation
 from .relations import Relation
 from .tasks import Task
 
@@ -22,10 +22,11 @@ def grid_answers(
     ``on_progress(fraction)`` is called after each chunk of 2,000 pairs.
     """
     a, b = task.grid(a_values, b_values)
+    guess = guess_relation(model, task, a, b)  # once for the grid, not once per chunk
     tokens = np.empty((a.size, task.answer_len), dtype=np.int64)
     for start in range(0, a.size, CHUNK):
         sl = slice(start, start + CHUNK)
-        tokens[sl] = greedy_decode(model, task, a[sl], b[sl])
+        tokens[sl] = greedy_decode(model, task, a[sl], b[sl], guess=guess)
         if on_progress is not None:
             on_progress(min(1.0, (start + CHUNK) / a.size))
     frame = pd.DataFrame({"a": a, "b": b, "answer": task.decode_answer(tokens), "truth": task.truth(a, b)})

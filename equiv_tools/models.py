@@ -15,7 +15,7 @@ import transformer_lens.model_bridge.sources  # noqa: F401  (attaches Transforme
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
-from .config import RunConfig
+from .config import RunConfig, require_new_run_dir
 from .errors import InputError
 from .storage import atomic_write_bytes, load_tensors, save_tensors
 from .tasks import Task
@@ -113,8 +113,7 @@ def load_run(run_dir, device: Optional[str] = None, weights: Optional[str] = Non
 def write_run(run_dir, config: RunConfig, model: TransformerBridge) -> Run:
     """Write a run directory without training history (config.json + model.safetensors)."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"{run_dir} already exists and is not empty; pick a new output directory")
+    require_new_run_dir(run_dir, "pick a new output directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / "config.json", config.to_json().encode())
     save_weights(model, run_dir / WEIGHTS_FILE)

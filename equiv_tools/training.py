@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import RunConfig, TrainConfig, model_config
+from .config import RunConfig, TrainConfig, model_config, require_new_run_dir
 from .errors import InputError
 from .models import WEIGHTS_FILE, build_model, load_weights, provenance, save_weights
 from .storage import TMP_SUFFIX, atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
@@ -155,12 +155,14 @@ def _loop(run_dir: Path, task: Task, model, opt, cfg: TrainConfig, data: _Data, 
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if step % cfg.eval_every == 0 or step == cfg.steps:
             rows.extend(_evaluate(model, task, data, step))
             latest = {r["split"]: r["accuracy"] for r in rows[-len(data.eval_sets):]}
             bar.set_postfix({k: f"{v:.3f}" for k, v in latest.items()})
-            _write_metrics(run_dir, rows)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if not checkpoint:  # a checkpoint writes the metrics itself
+                _write_metrics(run_dir, rows)
+        if checkpoint:
             _save_checkpoint(run_dir, model, opt, step, rows, cfg)
     model.eval()
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
@@ -178,8 +180,7 @@ def train(
     """Train a fresh model on ``task`` into the new run directory ``out_dir``; return the metrics DataFrame."""
     cfg = train_cfg or TrainConfig()
     run_dir = Path(out_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"{run_dir} already exists and is not empty; pick a new --out, or continue it with --resume")
+    require_new_run_dir(run_dir)
     if task.kind != "modular" and cfg.ood_digits is not None:
         task.sample_ood(1, cfg.ood_digits)  # validates ood_digits before any work
     model_cfg = model_config(task, preset, seed=cfg.seed, **(model_overrides or {}))
