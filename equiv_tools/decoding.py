@@ -2,16 +2,21 @@
 
 Three ways to get a model's greedy answers, all giving the same tokens:
 
-* ``naive_greedy_decode``: the baseline. For every answer digit, run the
-  TransformerBridge over the whole prefix again.
-* ``greedy_decode(..., guess=None)``: a lean, hook-free forward over the
-  bridge's weights with a KV cache: the prompt once, then one position per digit.
+* ``naive_greedy_decode``: the reference. For every answer digit, run the
+  TransformerBridge, with whatever hooks the user attached, over the whole prefix again.
+* ``greedy_decode(..., guess=None)``: the lean forward (``equiv_tools.forward``)
+  with a KV cache: the prompt once, then one position per digit.
 * ``greedy_decode(..., guess=...)``: verification. The greedy answer equals a
   target iff, under teacher forcing on that target, the argmax at every answer
   position equals the target digit. So one forward pass verifies a guessed
   answer (e.g. a relation's) for a whole batch, and only the inputs where the
   guess is wrong are decoded. ``guess="auto"`` decodes a small pilot, picks the
   task's candidate relation that agrees best, and verifies the rest with it.
+
+The fast paths run only where ``forward.fast_path_blocker`` allows (no hooks
+attached, a configuration the lean forward implements); elsewhere
+``greedy_decode`` is ``naive_greedy_decode`` and ``score_digits`` runs its
+teacher-forced pass through the bridge, so every answer is the hooked model's.
 
 Work is chunked by ``batch_size``: a map of 10^6 inputs never holds more than
 one chunk's activations or cache. Token arrays are int64 [n, positions].
@@ -22,86 +27,14 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .forward import LeanModel, fast_path_blocker
 from .relations import Relation
 from .tasks import Task
 
-_ACTIVATIONS = {
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-}
 PILOT_SIZE = 512
-
-
-class LeanModel:
-    """A hook-free forward pass over a TransformerBridge's current weights, with an optional KV cache.
-
-    Its logits match the bridge's to float rounding (about 1e-6). Build it
-    again after the weights change: it copies the fused q/k/v weights.
-    """
-
-    def __init__(self, model):
-        cfg = model.cfg
-        sd = {k: v.detach() for k, v in model.state_dict().items()}
-        self.n_heads, self.d_head, self.eps = cfg.n_heads, cfg.d_head, cfg.eps
-        self.act = _ACTIVATIONS[cfg.act_fn]
-        self.device = sd["embed.weight"].device
-        self.embed, self.pos = sd["embed.weight"], sd["pos_embed.weight"]
-        self.layers = []
-        for i in range(cfg.n_layers):
-            p = f"blocks.{i}."
-            self.layers.append(
-                dict(
-                    ln1=(sd.get(p + "ln1.weight"), sd.get(p + "ln1.bias")),
-                    qkv_w=torch.cat([sd[p + f"attn.{x}.weight"] for x in "qkv"]),
-                    qkv_b=torch.cat([sd[p + f"attn.{x}.bias"] for x in "qkv"]),
-                    o=(sd[p + "attn.o.weight"], sd[p + "attn.o.bias"]),
-                    ln2=(sd.get(p + "ln2.weight"), sd.get(p + "ln2.bias")),
-                    mlp_in=(sd[p + "mlp.in.weight"], sd[p + "mlp.in.bias"]),
-                    mlp_out=(sd[p + "mlp.out.weight"], sd[p + "mlp.out.bias"]),
-                )
-            )
-        self.ln_final = (sd.get("ln_final.weight"), sd.get("ln_final.bias"))
-        self.unembed = (sd["unembed.weight"], sd.get("unembed.bias"))
-        self.layer_norm = cfg.normalization_type == "LN"
-
-    def _norm(self, x, wb):
-        return F.layer_norm(x, x.shape[-1:], wb[0], wb[1], self.eps) if self.layer_norm else x
-
-    def __call__(self, tokens: torch.Tensor, cache: Optional[list] = None, last_only: bool = False) -> torch.Tensor:
-        """Logits [batch, pos, d_vocab_out] for ``tokens`` [batch, pos].
-
-        With ``cache`` (a list, filled on the first call), ``tokens`` continue
-        the cached prefix: the first call takes the prompt, later calls one
-        position each. ``last_only`` returns logits for the last position only.
-        """
-        batch, n_new = tokens.shape
-        start = cache[0][0].shape[2] if cache else 0
-        h = self.embed[tokens] + self.pos[start : start + n_new]
-        for i, layer in enumerate(self.layers):
-            y = self._norm(h, layer["ln1"])
-            q, k, v = F.linear(y, layer["qkv_w"], layer["qkv_b"]).view(batch, n_new, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-            if cache is not None:
-                if len(cache) > i:
-                    k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
-                    cache[i] = (k, v)
-                else:
-                    cache.append((k, v))
-            causal = n_new > 1
-            if causal and start > 0:
-                raise ValueError("LeanModel continues a cache one position at a time")
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            h = h + F.linear(z.transpose(1, 2).reshape(batch, n_new, -1), *layer["o"])
-            y = self._norm(h, layer["ln2"])
-            h = h + F.linear(self.act(F.linear(y, *layer["mlp_in"])), *layer["mlp_out"])
-        if last_only:
-            h = h[:, -1:]
-        return F.linear(self._norm(h, self.ln_final), *self.unembed)
 
 
 def _slices(n: int, batch_size: int, progress: bool, desc: str):
@@ -122,10 +55,13 @@ def _kv_decode(lean: LeanModel, prompt: torch.Tensor, answer_len: int) -> torch.
     return torch.stack(out, dim=1)
 
 
-def _teacher_forced_argmax(lean: LeanModel, task: Task, prompt: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
-    """Argmax at each answer position given the target's earlier digits: [batch, answer_len]."""
+def _teacher_forced_argmax(forward, task: Task, prompt: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """Argmax at each answer position given the target's earlier digits: [batch, answer_len].
+
+    ``forward`` maps tokens [batch, pos] to logits [batch, pos, d_vocab_out]: a ``LeanModel`` or the bridge itself.
+    """
     tokens = torch.cat([prompt, answer[:, :-1]], dim=1)
-    return lean(tokens)[:, task.prompt_len - 1 :].argmax(-1)
+    return forward(tokens)[:, task.prompt_len - 1 :].argmax(-1)
 
 
 def _guess_tokens(task: Task, values: np.ndarray) -> np.ndarray:
@@ -190,12 +126,16 @@ def greedy_decode(
     ``guess``: ``"auto"`` (``guess_relation`` on a pilot, then verify
     with it), a ``Relation`` or an array of guessed answers [n] to verify, or
     ``None`` for plain KV-cache decoding. The result does not depend on it.
+    Where ``fast_path_blocker(model)`` names a reason (hooks attached, a setting
+    the lean forward lacks), this is ``naive_greedy_decode``: the bridge's answers.
     """
     a, b = task.check_operands(a, b)
+    if isinstance(guess, str) and guess != "auto":
+        raise InputError(f"guess must be 'auto', None, a Relation or an array of answers, got {guess!r}")
+    if fast_path_blocker(model) is not None:
+        return naive_greedy_decode(model, task, a, b, batch_size=batch_size, progress=progress)
     lean = LeanModel(model)
     if isinstance(guess, str):
-        if guess != "auto":
-            raise InputError(f"guess must be 'auto', None, a Relation or an array of answers, got {guess!r}")
         head, relation = _pilot(lean, task, a, b)  # the pilot's answers are kept, not decoded again
         if a.size <= PILOT_SIZE:
             return head
@@ -237,6 +177,7 @@ def score_digits(model, task: Task, a, b, targets, batch_size: int = 4096) -> np
     """Teacher-forced per-digit correctness against ``targets`` (answers as integers [n]): bool [n, answer_len].
 
     Column 0 is the units digit. A row is all True iff the greedy answer equals the target.
+    Runs the lean forward where ``fast_path_blocker`` allows, else the bridge with its hooks.
     """
     a, b = task.check_operands(a, b)
     targets = np.asarray(targets, dtype=np.int64).reshape(-1)
@@ -244,10 +185,11 @@ def score_digits(model, task: Task, a, b, targets, batch_size: int = 4096) -> np
         raise InputError(f"{targets.size} targets for {a.size} inputs")
     target_tokens = task.encode_answer(targets)
     prompts = task.encode_prompt(a, b)
-    lean = LeanModel(model)
+    forward = model if fast_path_blocker(model) is not None else LeanModel(model)
+    device = next(model.parameters()).device
     out = np.empty(target_tokens.shape, dtype=bool)
     for sl in _slices(a.size, batch_size, False, "scoring"):
-        target = torch.from_numpy(target_tokens[sl]).to(lean.device)
-        prompt = torch.from_numpy(prompts[sl]).to(lean.device)
-        out[sl] = (_teacher_forced_argmax(lean, task, prompt, target) == target).cpu().numpy()
+        target = torch.from_numpy(target_tokens[sl]).to(device)
+        prompt = torch.from_numpy(prompts[sl]).to(device)
+        out[sl] = (_teacher_forced_argmax(forward, task, prompt, target) == target).cpu().numpy()
     return out
