@@ -23,6 +23,7 @@ PRESETS: dict[str, dict] = {
 }
 
 MODEL_FIELDS = ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act_fn", "normalization_type", "eps", "seed")
+TASK_SIZED_FIELDS = ("n_ctx", "d_vocab", "d_vocab_out")  # set from the task, never overridden
 ACT_FNS = ("gelu_new", "gelu", "relu", "silu")
 
 
@@ -162,5 +163,11 @@ class RunConfig:
             raise InputError(f"{path} lacks the field(s) {sorted(missing)}; the run directory is damaged")
         if not isinstance(d["model"], dict):
             raise InputError(f"{path}: 'model' must be an object")
+        unknown = sorted(set(d["model"]) - set(MODEL_FIELDS) - set(TASK_SIZED_FIELDS))
+        if unknown:
+            raise InputError(
+                f"{path}: the model config has unknown field(s) {unknown}; the kit builds models from "
+                f"{list(MODEL_FIELDS + TASK_SIZED_FIELDS)}"
+            )
         training = None if d["training"] is None else TrainConfig.from_dict(d["training"])
         return cls(task_from_dict(d["task"]), d["model"], training, d["provenance"])

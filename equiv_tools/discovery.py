@@ -6,12 +6,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .decoding import greedy_decode, predict
 from .errors import InputError
 from .relations import Relation
-from .representations import default_hook, hidden_states
+from .representations import hidden_states_at, residual_hooks
 from .tasks import Task
 
 
@@ -20,14 +19,32 @@ def relation_tokens(task: Task, relation: Relation, a, b) -> np.ndarray:
     return task.encode_answer(relation(a, b) % task.answer_limit)
 
 
+def distinct_relations(relations: Sequence[Relation], a, b) -> list[tuple[Relation, list[str]]]:
+    """Relations that differ somewhere on (a, b), each with the names of later ones equal to it on every input.
+
+    The first of a group stands for it: in a task's candidate list the truth comes
+    first, then simpler relations before more complex ones.
+    """
+    groups: list[tuple[Relation, np.ndarray, list[str]]] = []
+    for rel in relations:
+        values = rel(a, b)
+        for first, first_values, equal in groups:
+            if np.array_equal(values, first_values):
+                equal.append(rel.name)
+                break
+        else:
+            groups.append((rel, values, []))
+    return [(rel, equal) for rel, _, equal in groups]
+
+
 def rank_relations(task: Task, a, b, tokens: np.ndarray, relations: Sequence[Relation]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rank ``relations`` by agreement with given answer tokens [n, answer_len]; see ``discover_relations``."""
     if not relations:
         raise InputError("no relations to rank")
     answers = task.decode_answer(tokens)
     summary, per_digit = [], []
-    for rel in relations:
-        summary.append({"relation": rel.name, "accuracy": float(np.mean(rel(a, b) == answers))})
+    for rel, equal in distinct_relations(relations, a, b):
+        summary.append({"relation": rel.name, "accuracy": float(np.mean(rel(a, b) == answers)), "equal_on_these_inputs": "; ".join(equal)})
         agreement = (relation_tokens(task, rel, a, b) == tokens).mean(axis=0)
         per_digit.extend({"relation": rel.name, "position": j, "agreement": float(x)} for j, x in enumerate(agreement))
     summary = pd.DataFrame(summary).sort_values("accuracy", ascending=False, kind="stable").reset_index(drop=True)
@@ -40,8 +57,9 @@ def discover_relations(
     """Rank relations (default: the task's candidates) by agreement with the model's greedy answers on (a, b).
 
     Returns ``(summary, per_digit)``: summary has columns relation, accuracy
-    (share of exact matches), sorted best first; per_digit has relation,
-    position (0 = units digit), agreement.
+    (share of exact matches) and equal_on_these_inputs (names of candidates that give the
+    same answer on every input given, reported once under the first: the truth, or the
+    simplest), sorted best first; per_digit has relation, position (0 = units digit), agreement.
     """
     a, b = task.check_operands(a, b)
     relations = list(task.relations() if relations is None else relations)
@@ -49,38 +67,79 @@ def discover_relations(
     return rank_relations(task, a, b, tokens, relations)
 
 
+COMPARISONS = ("representative", "same-answer ID pair", "other representative")
+
+
 @dataclass
 class ClassMap:
     """Each input's ID representative under ``relation``, and whether the model treats them alike.
 
-    ``frame`` columns: a, b, rep_a, rep_b, answer (the model's on (a, b)),
+    ``frame``, one row per input: a, b, rep_a, rep_b, answer (the model's on (a, b)),
     rep_answer (its answer on the representative), relation_answer, verified
-    (answer == rep_answer), distance (hidden-state distance between input and
-    representative at ``hook``/``position``). ``unrelated_distance`` is the
-    median distance between representatives paired at random: the scale to
-    read ``distance`` against.
+    (answer == rep_answer), same_a, same_b (an ID pair other than the representative
+    whose true answer is the representative's; -1 where there is none) and other
+    (the row whose representative serves as "another representative", never itself).
+
+    ``distances``, tidy: item (row of ``frame``), layer, hook, comparison, distance.
+    At each depth of the residual stream (``layer`` 0 is ``blocks.0.hook_resid_pre``,
+    layer i the output of block i - 1) and prompt ``position``, the distance from the
+    input's hidden state to its representative's, to the same-answer ID pair's, and
+    to another representative's. A representative much closer than a pair with the
+    same answer is evidence that equal answers alone cannot explain.
     """
 
     relation: str
-    hook: str
     position: int
     frame: pd.DataFrame
-    unrelated_distance: float
+    distances: pd.DataFrame
 
     @property
     def verified_share(self) -> float:
         return float(self.frame["verified"].mean())
 
+    def distance_summary(self) -> pd.DataFrame:
+        """Median distance per layer (rows) and comparison (columns)."""
+        table = self.distances.groupby(["layer", "hook", "comparison"], sort=False).distance.median().unstack("comparison")
+        return table[list(COMPARISONS)].reset_index()
+
     def summary(self) -> dict:
+        last = self.distance_summary().iloc[-1]
         return {
             "relation": self.relation,
             "n": int(len(self.frame)),
             "verified_share": self.verified_share,
-            "median_distance": float(self.frame["distance"].median()),
-            "median_unrelated_distance": self.unrelated_distance,
-            "hook": self.hook,
+            "hook": last["hook"],
             "position": self.position,
+            **{f"median_distance_{c.replace(' ', '_').replace('-', '_')}": float(last[c]) for c in COMPARISONS},
         }
+
+
+def _id_representatives(task: Task, relations: Sequence[Relation], a, b) -> list[Relation]:
+    """The relations among ``relations`` that map every input given onto an ID representative."""
+    return [r for r in relations if r.representative is not None and task.is_in_distribution(*r.representative(a, b)).all()]
+
+
+def same_answer_pairs(task: Task, rep_a, rep_b, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """For each representative, a random ID pair with the same true answer that is not the representative itself.
+
+    Drawn from all ID pairs (at most 10^6 of them, sampled beyond). Returns (a, b), each [n], -1 where there is none.
+    """
+    rng = np.random.default_rng(seed)
+    pool_a, pool_b = task.sample_id(min(task.id_size, 1_000_000), seed=seed, replace=False)
+    pool_truth = task.truth(pool_a, pool_b)
+    order = np.argsort(pool_truth, kind="stable")
+    pool_a, pool_b, pool_truth = pool_a[order], pool_b[order], pool_truth[order]
+    target = task.truth(rep_a, rep_b)
+    lo, hi = np.searchsorted(pool_truth, target, "left"), np.searchsorted(pool_truth, target, "right")
+    count = hi - lo
+    offset = (rng.random(target.size) * count).astype(np.int64)  # in [0, count)
+    last = len(pool_truth) - 1
+    picked = np.minimum(lo + offset, last)
+    is_self = (count > 0) & (pool_a[picked] == rep_a) & (pool_b[picked] == rep_b)
+    offset = np.where(is_self, (offset + 1) % np.maximum(count, 1), offset)  # the next pair in its group instead
+    pick = np.minimum(lo + offset, last)
+    found = (count > 1) | ((count == 1) & ~is_self)
+    return np.where(found, pool_a[pick], -1), np.where(found, pool_b[pick], -1)
 
 
 def class_map(
@@ -89,39 +148,71 @@ def class_map(
     a,
     b,
     relation: Optional[Relation] = None,
-    hook: Optional[str] = None,
     position: Optional[int] = None,
     seed: int = 0,
     batch_size: int = 4096,
 ) -> ClassMap:
-    """The OOD->ID class map of (a, b) under ``relation`` (default: the best-ranked relation that reduces operands)."""
+    """The OOD->ID class map of (a, b) under ``relation``.
+
+    ``relation`` must map every input onto an in-distribution representative
+    (InputError otherwise); by default it is the best-ranked candidate that does.
+    Answers are the model's greedy answers (hooks honoured); distances come from
+    ``run_with_cache`` at every depth of the residual stream.
+    """
     a, b = task.check_operands(a, b)
     tokens = greedy_decode(model, task, a, b, batch_size=batch_size)
     if relation is None:
-        reducing = [r for r in task.relations() if r.representative is not None]
-        if not reducing:
-            raise InputError(f"{task.describe()} offers no relation that maps inputs onto ID representatives")
-        summary, _ = rank_relations(task, a, b, tokens, reducing)
-        relation = next(r for r in reducing if r.name == summary["relation"].iloc[0])
+        usable = _id_representatives(task, task.relations(), a, b)
+        if not usable:
+            raise InputError(f"{task.describe()} offers no relation that maps these inputs onto ID representatives")
+        summary, _ = rank_relations(task, a, b, tokens, usable)
+        relation = next(r for r in usable if r.name == summary["relation"].iloc[0])
     if relation.representative is None:
         raise InputError(f"relation {relation.name!r} names no ID representative; pick one that reduces the operands")
     rep_a, rep_b = relation.representative(a, b)
-    answer = task.decode_answer(tokens)
+    outside = ~task.is_in_distribution(rep_a, rep_b)
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise InputError(
+            f"relation {relation.name!r} maps {int(outside.sum())} of {a.size} inputs onto representatives outside the "
+            f"training distribution (e.g. {a[i]}, {b[i]} -> {rep_a[i]}, {rep_b[i]}); a class map needs ID representatives: "
+            "pick a relation that reduces the operands further"
+        )
+    same_a, same_b = same_answer_pairs(task, rep_a, rep_b, seed)
+    has_same = same_a >= 0
+    other = _derangement(a.size, seed)
+    n = a.size
+    states = hidden_states_at(
+        model, task, np.concatenate([a, rep_a, np.where(has_same, same_a, rep_a)]),
+        np.concatenate([b, rep_b, np.where(has_same, same_b, rep_b)]), residual_hooks(model), position, batch_size,
+    )
+    rows = []
+    for layer, (hook, h) in enumerate(states.items()):
+        h_in, h_rep, h_same = h[:n], h[n : 2 * n], h[2 * n :]
+        same = np.where(has_same, (h_in - h_same).norm(dim=1).numpy(), np.nan)
+        another = np.where(other >= 0, (h_in - h_rep[other]).norm(dim=1).numpy(), np.nan)
+        for comparison, distance in zip(COMPARISONS, ((h_in - h_rep).norm(dim=1).numpy(), same, another)):
+            rows.append(pd.DataFrame({"item": np.arange(n), "layer": layer, "hook": hook, "comparison": comparison, "distance": distance}))
     rep_answer = predict(model, task, rep_a, rep_b, batch_size=batch_size, guess=relation)
-    hook = hook or default_hook(model)
-    position = task.prompt_len - 1 if position is None else position
-    both = hidden_states(model, task, np.concatenate([a, rep_a]), np.concatenate([b, rep_b]), hook, position, batch_size)
-    h, h_rep = both[: a.size], both[a.size :]
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(h_rep)))
-    unrelated = float((h_rep - h_rep[perm]).norm(dim=1).median()) if len(h_rep) > 1 else float("nan")
+    answer = task.decode_answer(tokens)
     frame = pd.DataFrame(
         {
             "a": a, "b": b, "rep_a": rep_a, "rep_b": rep_b, "answer": answer, "rep_answer": rep_answer,
-            "relation_answer": relation(a, b), "verified": answer == rep_answer,
-            "distance": (h - h_rep).norm(dim=1).numpy(),
+            "relation_answer": relation(a, b), "verified": answer == rep_answer, "same_a": same_a, "same_b": same_b, "other": other,
         }
     )
-    return ClassMap(relation.name, hook, position, frame, unrelated)
+    position = task.prompt_len - 1 if position is None else position
+    return ClassMap(relation.name, position, frame, pd.concat(rows, ignore_index=True))
+
+
+def _derangement(n: int, seed: int) -> np.ndarray:
+    """A random permutation of range(n) with no fixed point (one cycle through a shuffled order); [n]. -1 for n = 1."""
+    if n < 2:
+        return np.full(n, -1, dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.roll(order, -1)
+    return out
 
 
 def relations_report(run, n: int = 10_000, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
@@ -138,7 +229,7 @@ def relations_report(run, n: int = 10_000, ood_digits: Optional[int] = None, see
 
 def best_relation(model, task: Task, n: int = 500, seed: int = 0) -> Relation:
     """The task's candidate relation that best matches the model on ``n`` OOD inputs (the truth for tasks without OOD)."""
-    if task.kind == "modular":
+    if not task.has_ood:
         return task.relations()[0]
     a, b = task.sample_ood(n, seed=seed)
     summary, _ = discover_relations(model, task, a, b)

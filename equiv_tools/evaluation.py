@@ -14,21 +14,30 @@ from .storage import atomic_write_bytes
 from .tasks import parse_operand
 
 
-def id_test_pairs(run: Run, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out ID pairs: the run's own test split when it was trained here, else ``n`` sampled ID pairs."""
+ID_TEST_SPLIT = "held-out test split"
+ID_SAMPLE = "ID sample (training split unknown)"
+
+
+def id_test_pairs(run: Run, n: int, seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    """Up to ``n`` ID pairs to test on, and what they are: the run's own held-out split when it was trained
+    here, else (imported runs) ``n`` distinct ID pairs sampled without replacement, which may include pairs it trained on."""
     cfg = run.config.training
     if cfg is None:
-        return run.task.sample_id(n, seed=seed)
+        return run.task.sample_id(min(n, run.task.id_size), seed=seed, replace=False), ID_SAMPLE
     _, (a, b) = run.task.id_split(cfg.seed, cfg.n_train, cfg.n_test)
-    return a[:n], b[:n]
+    return (a[:n], b[:n]), ID_TEST_SPLIT
 
 
 def evaluate_run(run: Run, n: int = 10_000, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
-    """Exact-match accuracy of greedy answers on held-out ID pairs and on ``n`` OOD pairs (both operands long)."""
+    """Exact-match accuracy of greedy answers (hooks honoured) on ID pairs and on ``n`` OOD pairs (both operands long).
+
+    ``id_pairs`` says whether the ID pairs are the run's held-out split or, for imported runs, an ID sample.
+    """
     task = run.task
-    a, b = id_test_pairs(run, n, seed)
-    result = {"run": str(run.path), "task": task.describe(), "id_accuracy": float(np.mean(predict(run.model, task, a, b) == task.truth(a, b))), "n_id": int(a.size)}
-    if task.kind == "modular":
+    (a, b), id_pairs = id_test_pairs(run, n, seed)
+    result = {"run": str(run.path), "task": task.describe(), "id_accuracy": float(np.mean(predict(run.model, task, a, b) == task.truth(a, b))),
+              "n_id": int(a.size), "id_pairs": id_pairs}
+    if not task.has_ood:
         return {**result, "ood_accuracy": None, "n_ood": 0, "ood_digits": None, "seed": seed}
     ood_digits = task.train_digits + 1 if ood_digits is None else ood_digits
     oa, ob = task.sample_ood(n, ood_digits, seed=seed)
@@ -61,6 +70,8 @@ def read_pairs(path) -> tuple[np.ndarray, np.ndarray]:
 
 def predict_csv(run: Run, input_path, output_path) -> pd.DataFrame:
     """Greedy answers for the pairs in ``input_path``; writes ``a,b,prediction`` to ``output_path``."""
+    if not Path(output_path).parent.is_dir():
+        raise InputError(f"cannot write {output_path}: the folder {Path(output_path).parent} does not exist; create it first")
     a, b = read_pairs(input_path)
     a, b = run.task.check_operands(a, b)
     frame = pd.DataFrame({"a": a, "b": b, "prediction": predict(run.model, run.task, a, b)})

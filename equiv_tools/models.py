@@ -16,6 +16,7 @@ from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
 from .config import RunConfig, require_new_run_dir
+from .devices import resolve_device
 from .errors import InputError
 from .storage import atomic_write_bytes, load_tensors, save_tensors
 from .tasks import Task
@@ -23,8 +24,8 @@ from .tasks import Task
 WEIGHTS_FILE = "model.safetensors"
 
 
-def build_model(model_cfg: dict, device: Optional[str] = None) -> TransformerBridge:
-    """A freshly initialised TransformerBridge from a model config (see ``config.model_config``)."""
+def build_model(model_cfg: dict, device=None) -> TransformerBridge:
+    """A freshly initialised TransformerBridge from a model config (see ``config.model_config``) on ``device`` (default CPU)."""
     return TransformerBridge.boot_native(TransformerBridgeConfig(**model_cfg), device=device)
 
 
@@ -96,13 +97,14 @@ def check_task_fits_model(task: Task, model_cfg: dict, source: str) -> None:
         )
 
 
-def load_run(run_dir, device: Optional[str] = None, weights: Optional[str] = None) -> Run:
-    """Load a run directory. ``weights`` picks a file inside it (default ``model.safetensors``)."""
+def load_run(run_dir, device: str = "cpu", weights: Optional[str] = None) -> Run:
+    """Load a run directory onto ``device`` (cpu, cuda, cuda:N, auto). ``weights`` picks a file inside it (default ``model.safetensors``)."""
     run_dir = Path(run_dir)
     config = RunConfig.read(run_dir)
     check_task_fits_model(config.task, config.model, str(run_dir / "config.json"))
+    torch_device = resolve_device(device)
     try:
-        model = build_model(config.model, device=device)
+        model = build_model(config.model, device=torch_device)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{run_dir / 'config.json'}: its model config cannot be built ({exc})") from None
     load_weights(model, run_dir / (weights or WEIGHTS_FILE))
@@ -140,11 +142,15 @@ def _read_mingpt(src: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+MINGPT_MASK_BUFFER = ".attn.bias"  # transformer.h.{i}.attn.bias: minGPT's causal mask, not a weight
+
+
 def mingpt_to_bridge(state: dict[str, torch.Tensor], n_heads: int) -> tuple[dict, dict[str, torch.Tensor]]:
     """Map a minGPT state dict onto (model config fields, bridge state dict).
 
     minGPT: pre-LN blocks, ``c_attn`` [3*d_model, d_model] = q, k, v stacked (nn.Linear, out x in),
-    tanh GELU, learned positions, final LayerNorm, ``lm_head`` without bias.
+    tanh GELU, learned positions, final LayerNorm, ``lm_head`` without bias. A source key that the
+    mapping does not use (other than the causal-mask buffers) is refused: it would be silently dropped.
     """
     d_vocab, d_model = state["transformer.wte.weight"].shape
     n_ctx = state["transformer.wpe.weight"].shape[0]
@@ -175,11 +181,21 @@ def mingpt_to_bridge(state: dict[str, torch.Tensor], n_heads: int) -> tuple[dict
             out[dst + f"ln2.{part}"] = state[src + f"ln_2.{part}"]
             out[dst + f"mlp.in.{part}"] = state[src + f"mlp.c_fc.{part}"]
             out[dst + f"mlp.out.{part}"] = state[src + f"mlp.c_proj.{part}"]
+    used = {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight"}
+    used |= {f"transformer.h.{i}.{part}" for i in range(n_layers) for part in _MINGPT_BLOCK_KEYS}
+    unused = sorted(k for k in state if k not in used and not (k.startswith("transformer.h.") and k.endswith(MINGPT_MASK_BUFFER)))
+    if unused:
+        raise InputError(f"it holds weights the minGPT mapping does not use: {unused[:6]}; it is not the minGPT layout the kit imports")
     return cfg, {k: v.float().contiguous() for k, v in out.items()}
 
 
-def load_mingpt(src, task: Task, n_heads: int = 3, command: Optional[list[str]] = None) -> Run:
-    """Load a minGPT checkpoint (e.g. the paper's ``model_s2.pt``) in memory as a Run for ``task``.
+_MINGPT_BLOCK_KEYS = tuple(
+    f"{module}.{part}" for module in ("attn.c_attn", "attn.c_proj", "ln_1", "ln_2", "mlp.c_fc", "mlp.c_proj") for part in ("weight", "bias")
+)
+
+
+def load_mingpt(src, task: Task, n_heads: int = 3, command: Optional[list[str]] = None, device: str = "cpu") -> Run:
+    """Load a minGPT checkpoint (e.g. the paper's ``model_s2.pt``) in memory as a Run for ``task``, on ``device``.
 
     The file is read with ``torch.load(..., map_location="cpu", weights_only=True)``; nothing else is unpickled.
     ``n_heads`` cannot be read from the weights' shapes: minGPT's gpt-nano has 3.
@@ -190,8 +206,10 @@ def load_mingpt(src, task: Task, n_heads: int = 3, command: Optional[list[str]] 
         cfg, weights = mingpt_to_bridge(state, n_heads)
     except KeyError as exc:
         raise InputError(f"{src} is not a complete minGPT checkpoint: it lacks {exc}") from None
+    except InputError as exc:
+        raise InputError(f"{src}: {exc}") from None
     check_task_fits_model(task, cfg, str(src))
-    model = build_model(cfg)
+    model = build_model(cfg, device=resolve_device(device))
     check_weights(model, weights, str(src))
     model.load_state_dict(weights, strict=True)
     model.eval()

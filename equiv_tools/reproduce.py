@@ -62,9 +62,10 @@ def load_paper_model(name: str = "model_s2.pt", paper_dir=None) -> Run:
 def summarize(run: Run, model_name: str, n: int, seed: int) -> dict:
     """One reproduce row: ID/OOD accuracy and the best relation on OOD inputs."""
     task = run.task
-    a, b = id_test_pairs(run, n, seed)
-    row = {"model": model_name, "task": task.describe(), "id_accuracy": float(np.mean(predict(run.model, task, a, b) == task.truth(a, b)))}
-    if task.kind == "modular":
+    (a, b), id_pairs = id_test_pairs(run, n, seed)
+    row = {"model": model_name, "task": task.describe(), "id_accuracy": float(np.mean(predict(run.model, task, a, b) == task.truth(a, b))),
+           "id_pairs": id_pairs}
+    if not task.has_ood:
         return {**row, "ood_accuracy": None, "best_relation": None, "best_relation_accuracy": None}
     a, b = task.sample_ood(n, seed=seed)
     summary, _ = discover_relations(run.model, task, a, b)
@@ -74,7 +75,7 @@ def summarize(run: Run, model_name: str, n: int, seed: int) -> dict:
 
 
 def _unavailable(model_name: str, task: str, reason: str) -> dict:
-    return {"model": model_name, "task": task, "id_accuracy": None, "ood_accuracy": None, "best_relation": None,
+    return {"model": model_name, "task": task, "id_accuracy": None, "id_pairs": None, "ood_accuracy": None, "best_relation": None,
             "best_relation_accuracy": None, "status": "unavailable", "reason": reason}
 
 

@@ -65,6 +65,7 @@ class Task:
     """Shared interface. Subclasses are frozen dataclasses."""
 
     kind: ClassVar[str]
+    has_ood: ClassVar[bool]
     symbol: str  # the operation between the operands: '+' or '*'
     d_vocab: int
     prompt_len: int
@@ -103,6 +104,21 @@ class Task:
                     f"{self.max_operand}; use a smaller operand or a task with a larger width"
                 )
         return a, b
+
+    @property
+    def id_size(self) -> int:
+        """Number of ID pairs: ``id_limit**2``."""
+        return self.id_limit**2
+
+    def sample_id(self, n: int, seed: int = 0, replace: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` uniform ID pairs, with or without replacement: (a, b), each [n]."""
+        rng = np.random.default_rng(seed)
+        if replace:
+            return rng.integers(0, self.id_limit, n), rng.integers(0, self.id_limit, n)
+        if n > self.id_size:
+            raise InputError(f"cannot draw {n} distinct ID pairs: {self.describe()} has {self.id_size}")
+        idx = rng.choice(self.id_size, size=n, replace=False)
+        return idx // self.id_limit, idx % self.id_limit
 
     def truth(self, a, b) -> np.ndarray:
         a, b = self.check_operands(a, b)
@@ -156,6 +172,7 @@ class DigitTask(Task):
     width: int = 5
 
     d_vocab: ClassVar[int] = 10
+    has_ood: ClassVar[bool] = True  # operands wider than train_digits are out of distribution
 
     def __post_init__(self):
         for name in ("train_digits", "width"):
@@ -180,13 +197,12 @@ class DigitTask(Task):
     def is_in_distribution(self, a, b) -> np.ndarray:
         """Whether both operands are below ``10**train_digits``: bool [n]."""
         a, b = self.check_operands(a, b)
-        limit = 10**self.train_digits
-        return (a < limit) & (b < limit)
+        return (a < self.id_limit) & (b < self.id_limit)
 
     @property
-    def id_size(self) -> int:
-        """Number of ID pairs: ``10**(2 * train_digits)``."""
-        return 10 ** (2 * self.train_digits)
+    def id_limit(self) -> int:
+        """ID operands lie below this: ``10**train_digits``."""
+        return 10**self.train_digits
 
     def encode_prompt(self, a, b) -> np.ndarray:
         """Operand digits, each operand most significant first: [n, 2 * width]."""
@@ -214,27 +230,27 @@ class DigitTask(Task):
         return tokens @ (10 ** np.arange(tokens.shape[1], dtype=np.int64))
 
     def id_split(self, seed: int = 0, n_train: Optional[int] = None, n_test: Optional[int] = None):
-        """Disjoint random ID train and test pairs: ((a, b) train, (a, b) test), 10,000 each by default."""
-        n_train = 10_000 if n_train is None else n_train
-        n_test = 10_000 if n_test is None else n_test
+        """Disjoint random ID train and test pairs: ((a, b) train, (a, b) test).
+
+        Defaults: 10,000 each (the paper's split) where the ID pairs number at
+        least 20,000, else 70% and 30% of them; a size left out fills what the
+        other leaves, up to its default. Sizes beyond the ID pairs are refused.
+        """
+        default_train, default_test = (10_000, 10_000) if self.id_size >= 20_000 else (round(0.7 * self.id_size), self.id_size - round(0.7 * self.id_size))
+        if n_train is None:
+            n_train = min(default_train, self.id_size - (n_test or 0))
+        if n_test is None:
+            n_test = min(default_test, self.id_size - n_train)
         if n_train < 1 or n_test < 0:
             raise InputError(f"n_train must be positive and n_test non-negative, got {n_train} and {n_test}")
-        n_train, n_test = min(n_train, self.id_size), min(n_test, self.id_size)
         if n_train + n_test > self.id_size:
             raise InputError(
-                f"n_train + n_test = {n_train + n_test} exceeds the {self.id_size} ID pairs of {self.describe()}"
+                f"n_train + n_test = {n_train} + {n_test} exceeds the {self.id_size} ID pairs of {self.describe()}; "
+                f"ask for at most {self.id_size} in all"
             )
-        rng = np.random.default_rng(seed)
-        idx = rng.choice(self.id_size, size=n_train + n_test, replace=False)
-        limit = 10**self.train_digits
-        a, b = idx // limit, idx % limit
+        idx = np.random.default_rng(seed).choice(self.id_size, size=n_train + n_test, replace=False)
+        a, b = idx // self.id_limit, idx % self.id_limit
         return (a[:n_train], b[:n_train]), (a[n_train:], b[n_train:])
-
-    def sample_id(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` uniform ID pairs (with replacement): (a, b), each [n]."""
-        rng = np.random.default_rng(seed)
-        limit = 10**self.train_digits
-        return rng.integers(0, limit, n), rng.integers(0, limit, n)
 
     def sample_ood(self, n: int, digits: Optional[int] = None, seed: int = 0, mode: str = "both"):
         """``n`` OOD pairs: (a, b), each [n].
@@ -349,6 +365,7 @@ class ModularTask(Task):
     train_fraction: float = 0.3
 
     kind: ClassVar[str] = "modular"
+    has_ood: ClassVar[bool] = False  # every pair a, b < p is in distribution
     prompt_len: ClassVar[int] = 3
     answer_len: ClassVar[int] = 1
 
@@ -405,9 +422,10 @@ class ModularTask(Task):
         a, b = idx // self.p, idx % self.p
         return (a[:n_train], b[:n_train]), (a[n_train : n_train + n_test], b[n_train : n_train + n_test])
 
-    def sample_id(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(seed)
-        return rng.integers(0, self.p, n), rng.integers(0, self.p, n)
+    @property
+    def id_limit(self) -> int:
+        """Every pair of operands below this is in distribution: ``p``."""
+        return self.p
 
     def sample_ood(self, n: int, digits: Optional[int] = None, seed: int = 0, mode: str = "both"):
         raise InputError(f"{self.describe()} has no OOD split: every pair a, b < {self.p} is in its domain")

@@ -19,6 +19,7 @@ metrics as an uninterrupted one on CPU.
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import RunConfig, TrainConfig, model_config, require_new_run_dir
+from .devices import resolve_device
 from .errors import InputError
 from .models import WEIGHTS_FILE, build_model, load_weights, provenance, save_weights
 from .storage import TMP_SUFFIX, atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
@@ -42,8 +44,8 @@ def _checkpoint_name(step: int) -> str:
     return f"step_{step:06d}"
 
 
-def _sequences(task: Task, ab) -> torch.Tensor:
-    return torch.from_numpy(task.encode(*ab))
+def _sequences(task: Task, ab, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(task.encode(*ab)).to(device)
 
 
 def answer_loss_and_accuracy(model, task: Task, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,20 +62,20 @@ def answer_loss_and_accuracy(model, task: Task, seqs: torch.Tensor) -> tuple[tor
 class _Data:
     """The run's fixed data: train pairs, and the evaluation sets (train subset, ID test, OOD)."""
 
-    def __init__(self, task: Task, cfg: TrainConfig):
+    def __init__(self, task: Task, cfg: TrainConfig, device: torch.device):
         (train, test) = task.id_split(cfg.seed, cfg.n_train, cfg.n_test)
-        self.train = _sequences(task, train)
-        self.eval_sets = {"train": self.train[: cfg.n_eval], "id_test": _sequences(task, test)[: cfg.n_eval]}
-        if task.kind != "modular":
+        self.train = _sequences(task, train, device)
+        self.eval_sets = {"train": self.train[: cfg.n_eval], "id_test": _sequences(task, test, device)[: cfg.n_eval]}
+        if task.has_ood:
             ood = task.sample_ood(cfg.n_eval, cfg.ood_digits, seed=cfg.seed + 1)
-            self.eval_sets["ood"] = _sequences(task, ood)
+            self.eval_sets["ood"] = _sequences(task, ood, device)
         self.eval_sets = {k: v for k, v in self.eval_sets.items() if len(v)}
 
     def batch(self, cfg: TrainConfig, step: int) -> torch.Tensor:
         if cfg.batch_size is None:
             return self.train
         idx = np.random.default_rng([cfg.seed, step]).integers(0, len(self.train), cfg.batch_size)
-        return self.train[torch.from_numpy(idx)]
+        return self.train[torch.from_numpy(idx).to(self.train.device)]
 
 
 @torch.no_grad()
@@ -120,9 +122,10 @@ def _load_optimizer(model, opt: torch.optim.AdamW, tensors: dict[str, torch.Tens
             state = {key: tensors[f"{name}::{key}"] for key in ("step", "exp_avg", "exp_avg_sq")}
         except KeyError as exc:
             raise InputError(f"{source} lacks optimizer state {exc}; the checkpoint does not match the model") from None
-        if state["exp_avg"].shape != p.shape:
+        if state["exp_avg"].shape != p.shape or state["exp_avg_sq"].shape != p.shape:
             raise InputError(f"{source}: optimizer state for {name} has the wrong shape")
-        opt.state[p] = {k: v.clone() for k, v in state.items()}
+        # AdamW keeps its step count on the CPU and its moments beside the parameter
+        opt.state[p] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"].to(p.device), "exp_avg_sq": state["exp_avg_sq"].to(p.device)}
 
 
 def _save_checkpoint(run_dir: Path, model, opt, step: int, rows: list[dict], cfg: TrainConfig) -> None:
@@ -176,50 +179,69 @@ def train(
     model_overrides: Optional[dict] = None,
     command: Optional[list[str]] = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> pd.DataFrame:
-    """Train a fresh model on ``task`` into the new run directory ``out_dir``; return the metrics DataFrame."""
+    """Train a fresh model on ``task`` into the new run directory ``out_dir``; return the metrics DataFrame.
+
+    ``device``: ``cpu`` (deterministic: the same seed gives the same run), ``cuda``, ``cuda:N`` or ``auto``.
+    """
     cfg = train_cfg or TrainConfig()
     run_dir = Path(out_dir)
     require_new_run_dir(run_dir)
-    if task.kind != "modular" and cfg.ood_digits is not None:
+    torch_device = resolve_device(device)
+    if task.has_ood and cfg.ood_digits is not None:
         task.sample_ood(1, cfg.ood_digits)  # validates ood_digits before any work
     model_cfg = model_config(task, preset, seed=cfg.seed, **(model_overrides or {}))
-    data = _Data(task, cfg)
+    data = _Data(task, cfg, torch_device)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     config = RunConfig(task, model_cfg, cfg, provenance(command, preset=preset))
     atomic_write_bytes(run_dir / "config.json", config.to_json().encode())
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg)
+    model = build_model(model_cfg, device=torch_device)
     opt = _optimizer(model, cfg)
     rows = _evaluate(model, task, data, 0)
     _save_checkpoint(run_dir, model, opt, 0, rows, cfg)
     return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress)
 
 
-def resume(run_dir, steps: Optional[int] = None, progress: bool = True) -> pd.DataFrame:
-    """Continue a run from its latest complete checkpoint (to ``steps`` in all, default the configured steps)."""
+# Fields that define the run's data; changing them midway would make another run.
+FIXED_ON_RESUME = ("seed", "n_train", "n_test", "n_eval", "ood_digits")
+
+
+def resume(run_dir, progress: bool = True, device: str = "cpu", **overrides) -> pd.DataFrame:
+    """Continue a run from its latest complete checkpoint; return the metrics DataFrame.
+
+    ``overrides`` are TrainConfig fields to change from the recorded ones (e.g.
+    ``steps=3000`` to train further, or a new ``lr``); fields that define the
+    data (``FIXED_ON_RESUME``) cannot change. Everything is validated and loaded
+    before anything is written: a refused resume leaves the run untouched.
+    """
     run_dir = Path(run_dir)
     config = RunConfig.read(run_dir)
     if config.training is None:
         raise InputError(f"{run_dir} was imported, not trained by equiv-tools: there is nothing to resume")
-    cfg = config.training
-    if steps is not None:
-        cfg = TrainConfig.from_dict({**cfg.__dict__, "steps": steps})
-        atomic_write_bytes(run_dir / "config.json", RunConfig(config.task, config.model, cfg, config.provenance).to_json().encode())
+    fixed = sorted(k for k in FIXED_ON_RESUME if k in overrides and overrides[k] != getattr(config.training, k))
+    if fixed:
+        raise InputError(f"{', '.join(fixed)} define(s) the run's data and cannot change on resume; train a new run instead")
+    cfg = TrainConfig.from_dict({**asdict(config.training), **overrides})
     state = read_json(run_dir / "state.json")
     start = state.get("step")
-    if not isinstance(start, int) or start < 0:
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise InputError(f"{run_dir / 'state.json'} names no valid step; the run directory is damaged")
     if start >= cfg.steps:
-        raise InputError(f"{run_dir} already finished {start} of {cfg.steps} steps; pass --steps to train further")
-    for leftover in run_dir.rglob("*" + TMP_SUFFIX):
-        leftover.unlink()
+        raise InputError(f"{run_dir} already finished {start} of {cfg.steps} steps; pass --steps N with N > {start} to train further")
+    torch_device = resolve_device(device)
     name = _checkpoint_name(start)
-    model = build_model(config.model)
+    model = build_model(config.model, device=torch_device)
     load_weights(model, run_dir / "checkpoints" / f"{name}.safetensors")
     opt = _optimizer(model, cfg)
     opt_path = run_dir / "checkpoints" / f"{name}.optimizer.safetensors"
     _load_optimizer(model, opt, load_tensors(opt_path), str(opt_path))
     rows = [r for r in read_metrics(run_dir).to_dict("records") if r["step"] <= start]
-    data = _Data(config.task, cfg)
+    data = _Data(config.task, cfg, torch_device)
+    # validated and loaded: only now touch the run directory
+    for leftover in run_dir.rglob("*" + TMP_SUFFIX):
+        leftover.unlink()
+    if cfg != config.training:
+        atomic_write_bytes(run_dir / "config.json", RunConfig(config.task, config.model, cfg, config.provenance).to_json().encode())
     return _loop(run_dir, config.task, model, opt, cfg, data, start, rows, progress)

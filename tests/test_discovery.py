@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from equiv_tools import InputError, Relation
-from equiv_tools.discovery import class_map, discover_relations
+from equiv_tools.discovery import class_map, discover_relations, distinct_relations
 from equiv_tools.evaluation import evaluate_run
+from equiv_tools.relations import sum_of_residues
+from equiv_tools.representations import hidden_states
 from equiv_tools.reproduce import PAPER_TASK, load_paper_model
 
 PAPER_RELATION = "(a mod 10^3) + (b mod 10^3)"
@@ -26,9 +28,42 @@ def test_model_s2_reproduces_the_paper(model_s2):
     cmap = class_map(model_s2.model, PAPER_TASK, a[:2000], b[:2000])
     assert cmap.relation == PAPER_RELATION
     assert cmap.verified_share >= 0.999
-    assert (cmap.frame.rep_a == a[:2000] % 1000).all()
-    # an OOD input sits far closer to its representative than ID inputs sit to each other
-    assert cmap.frame.distance.median() < 0.2 * cmap.unrelated_distance
+    assert (cmap.frame.rep_a == a[:2000] % 1000).all() and (cmap.frame.rep_b == b[:2000] % 1000).all()
+    # an OOD input sits far closer to its representative than to an ID pair with the same answer, or to another representative
+    last = cmap.distance_summary().iloc[-1]
+    assert last["representative"] < 0.3 * last["same-answer ID pair"] < last["other representative"]
+
+
+def test_class_map_representatives_are_in_distribution(add3_nano):
+    task = add3_nano.task
+    a, b = task.sample_ood(400, digits=4, seed=3)
+    cmap = class_map(add3_nano.model, task, a, b)
+    frame = cmap.frame
+    assert (frame.rep_a < 1000).all() and (frame.rep_b < 1000).all()
+    with pytest.raises(InputError, match=r"\(a mod 10\^4\) \+ \(b mod 10\^4\).*outside the training distribution"):
+        class_map(add3_nano.model, task, a, b, relation=sum_of_residues(4))
+    # the baselines: an ID pair with the representative's answer (never the representative), another row's representative
+    found = frame.same_a >= 0
+    assert found.mean() > 0.99
+    assert np.array_equal(task.truth(frame.same_a[found], frame.same_b[found]), task.truth(frame.rep_a[found], frame.rep_b[found]))
+    assert not ((frame.same_a == frame.rep_a) & (frame.same_b == frame.rep_b)).any()
+    assert (frame.other != np.arange(len(frame))).all() and sorted(frame.other) == list(range(len(frame)))
+    assert set(cmap.distances.layer) == set(range(task_layers(add3_nano) + 1))
+    assert len(cmap.distances) == len(frame) * 3 * (task_layers(add3_nano) + 1)
+
+
+def task_layers(run):
+    return run.model.cfg.n_layers
+
+
+def test_relations_equal_on_every_input_are_reported_once(add3_nano):
+    task = add3_nano.task
+    a, b = task.sample_ood(500, digits=4, seed=4)
+    summary, per_digit = discover_relations(add3_nano.model, task, a, b)
+    assert summary.relation.is_unique and "(a mod 10^4) + (b mod 10^4)" not in set(summary.relation)
+    truth = summary.set_index("relation").loc["a + b"]
+    assert set(truth.equal_on_these_inputs.split("; ")) == {"(a mod 10^4) + (b mod 10^4)", "(a mod 10^5) + (b mod 10^5)", "(a + b) mod 10^5"}
+    assert set(per_digit.relation) == set(summary.relation)
 
 
 def test_model_51_matches_its_readme(paper_dir):
@@ -48,10 +83,11 @@ def test_custom_relation_and_errors(tiny_run):
     a, b = task.sample_ood(300, seed=0)
     always_zero = Relation("0", lambda a, b: np.zeros_like(a))
     summary, per_digit = discover_relations(tiny_run.model, task, a, b, relations=task.relations() + [always_zero])
-    assert "0" in set(summary.relation) and len(summary) == len(task.relations()) + 1
+    assert "0" in set(summary.relation) and summary.relation.is_unique
+    assert len(summary) == len(distinct_relations(task.relations() + [always_zero], a, b)) == len(task.relations())  # (a mod 10^2) + (b mod 10^2) is a + b here
     assert per_digit.groupby("relation").size().eq(task.answer_len).all()
     assert summary.accuracy.is_monotonic_decreasing
     with pytest.raises(InputError, match="names no ID representative"):
         class_map(tiny_run.model, task, a, b, relation=always_zero)
     with pytest.raises(InputError, match="unknown hook"):
-        class_map(tiny_run.model, task, a, b, hook="blocks.9.hook_resid_post")
+        hidden_states(tiny_run.model, task, a, b, hook="blocks.9.hook_resid_post")
