@@ -238,9 +238,9 @@ class DigitTask(Task):
         """
         default_train, default_test = (10_000, 10_000) if self.id_size >= 20_000 else (round(0.7 * self.id_size), self.id_size - round(0.7 * self.id_size))
         if n_train is None:
-            n_train = min(default_train, self.id_size - (n_test or 0))
+            n_train = max(1, min(default_train, self.id_size - (n_test or 0)))
         if n_test is None:
-            n_test = min(default_test, self.id_size - n_train)
+            n_test = max(0, min(default_test, self.id_size - n_train))
         if n_train < 1 or n_test < 0:
             raise InputError(f"n_train must be positive and n_test non-negative, got {n_train} and {n_test}")
         if n_train + n_test > self.id_size:

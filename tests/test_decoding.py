@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from equiv_tools import InputError
-from equiv_tools.decoding import LeanModel, greedy_decode, naive_greedy_decode, predict, score_digits
+from equiv_tools.decoding import greedy_decode, naive_greedy_decode, predict, score_digits
+from equiv_tools.forward import LeanModel
 from equiv_tools.relations import sum_of_residues
 
 
@@ -34,14 +35,18 @@ def test_chunking_does_not_change_answers(tiny_run, inputs):
     assert np.array_equal(greedy_decode(tiny_run.model, task, a, b, batch_size=7), greedy_decode(tiny_run.model, task, a, b, batch_size=10_000))
 
 
-def test_teacher_forced_scoring_agrees_with_greedy(tiny_run, inputs):
+def test_teacher_forced_scoring_agrees_with_the_bridge(tiny_run, inputs):
     task, a, b = tiny_run.task, *inputs
-    answers = predict(tiny_run.model, task, a, b)
+    answers = task.decode_answer(naive_greedy_decode(tiny_run.model, task, a, b))  # the bridge's own greedy answers
     assert score_digits(tiny_run.model, task, a, b, answers).all()
     truth = task.truth(a, b)
-    per_digit = score_digits(tiny_run.model, task, a, b, truth)
-    assert np.array_equal(per_digit.all(axis=1), answers == truth)
     assert 0 < (answers == truth).mean() < 1  # the tiny model is right on some inputs and wrong on others
+    tokens = torch.from_numpy(task.encode(a, b, truth))
+    with torch.no_grad():  # per digit: the bridge's argmax under teacher forcing on the truth
+        expected = (tiny_run.model(tokens[:, :-1])[:, task.prompt_len - 1 :].argmax(-1) == tokens[:, task.prompt_len :]).numpy()
+    per_digit = score_digits(tiny_run.model, task, a, b, truth)
+    assert np.array_equal(per_digit, expected)
+    assert np.array_equal(per_digit.all(axis=1), answers == truth)
 
 
 def test_decode_errors(tiny_run):

@@ -38,7 +38,33 @@ def test_digit_round_trip(task, data):
     assert tokens.min() >= 0 and tokens.max() < task.d_vocab
     da, db, answer = task.decode(tokens)
     assert da.tolist() == a and db.tolist() == b
-    assert answer.tolist() == task.truth(a, b).tolist()
+    assert answer.tolist() == [plain_truth(task, x, y) for x, y in zip(a, b)]
+
+
+def plain_truth(task, a: int, b: int) -> int:
+    """The answer in plain Python, written without the kit's relations."""
+    if task.kind == "addition":
+        return a + b
+    if task.kind == "multiplication":
+        return a * b
+    return (a + b) % task.p if task.op == "add" else (a * b) % task.p
+
+
+@pytest.mark.parametrize(
+    "task", [AdditionTask(3, 5), MultiplicationTask(2, 4), MultiplicationTask(3, 6), ModularDigitTask(2, 3, p=97, op="mul"),
+             ModularDigitTask(3, 5, p=1000), ModularTask(p=113), ModularTask(p=59, op="mul")],
+    ids=str,
+)
+def test_truth_against_plain_python(task):
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, task.max_operand + 1, 3000), rng.integers(0, task.max_operand + 1, 3000)
+    assert task.truth(a, b).tolist() == [plain_truth(task, int(x), int(y)) for x, y in zip(a, b)]
+    tokens = task.encode(a, b)  # the answer tokens spell the plain-Python answer in the layout's digit order
+    if task.kind == "modular":
+        assert tokens[:, -1].tolist() == [plain_truth(task, int(x), int(y)) for x, y in zip(a, b)]
+    else:
+        written = ["".join(map(str, row[task.prompt_len:][::-1])) for row in tokens]  # most significant first
+        assert written == [str(plain_truth(task, int(x), int(y))).zfill(task.answer_len) for x, y in zip(a, b)]
 
 
 @settings(max_examples=100, deadline=None)
@@ -131,3 +157,25 @@ def test_bad_task_input(call, message):
 
 def test_parse_operand_accepts_padded_digits():
     assert parse_operand(" 0042 ") == 42
+
+
+def test_id_split_refuses_more_than_the_pool_and_fits_small_tasks():
+    task = AdditionTask(train_digits=1, width=2)
+    with pytest.raises(InputError, match="exceeds the 100 ID pairs"):
+        task.id_split(n_train=2000)
+    with pytest.raises(InputError, match="exceeds the 100 ID pairs"):
+        task.id_split(n_train=60, n_test=50)
+    (tra, _), (tea, _) = task.id_split()
+    assert (len(tra), len(tea)) == (70, 30)
+    (tra, _), (tea, _) = AdditionTask(train_digits=2, width=3).id_split()
+    assert (len(tra), len(tea)) == (7000, 3000)
+    (tra, _), (tea, _) = AdditionTask(train_digits=2, width=3).id_split(n_train=9000)
+    assert (len(tra), len(tea)) == (9000, 1000)
+
+
+def test_sample_id_without_replacement():
+    task = AdditionTask(train_digits=2, width=3)
+    a, b = task.sample_id(10_000, seed=1, replace=False)
+    assert len(set(zip(a.tolist(), b.tolist()))) == 10_000 and max(a.max(), b.max()) < 100
+    with pytest.raises(InputError, match="distinct ID pairs"):
+        task.sample_id(10_001, replace=False)
