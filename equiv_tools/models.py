@@ -17,6 +17,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from .config import RunConfig, require_new_run_dir
 from .errors import InputError
+from .paths import shipped_data_dir, shipped_runs
 from .storage import atomic_write_bytes, load_tensors, save_tensors
 from .tasks import Task
 
@@ -96,9 +97,21 @@ def check_task_fits_model(task: Task, model_cfg: dict, source: str) -> None:
         )
 
 
+def resolve_run_dir(run_dir) -> Path:
+    """``run_dir`` itself if it exists; else a plain name (``"add3_nano"``) names a shipped run (see ``shipped_data_dir``)."""
+    path = Path(run_dir)
+    if path.exists() or path.name != str(run_dir):
+        return path
+    data_dir = shipped_data_dir()
+    if (data_dir / path.name).is_dir():
+        return data_dir / path.name
+    names = ", ".join(shipped_runs(data_dir)) or "none"
+    raise InputError(f"run directory {str(run_dir)!r} does not exist, and it is not a shipped run in {data_dir} (those are: {names})")
+
+
 def load_run(run_dir, device: Optional[str] = None, weights: Optional[str] = None) -> Run:
-    """Load a run directory. ``weights`` picks a file inside it (default ``model.safetensors``)."""
-    run_dir = Path(run_dir)
+    """Load a run directory, or a shipped run by name (``"add3_nano"``). ``weights`` picks a file inside it (default ``model.safetensors``)."""
+    run_dir = resolve_run_dir(run_dir)
     config = RunConfig.read(run_dir)
     check_task_fits_model(config.task, config.model, str(run_dir / "config.json"))
     try:
