@@ -33,3 +33,7 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(import_module("." + _LAZY[name], __name__), name)
     raise AttributeError(f"module 'equiv_tools' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

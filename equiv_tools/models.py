@@ -75,7 +75,7 @@ def save_weights(model: TransformerBridge, path) -> None:
     save_tensors(path, model.state_dict())
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """A loaded run directory: its task, model (in eval mode) and config."""
 
@@ -86,6 +86,11 @@ class Run:
     @property
     def task(self) -> Task:
         return self.config.task
+
+    def __repr__(self) -> str:
+        preset = self.config.provenance.get("preset") or "imported"
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return f"Run({self.path.name}: {self.task.describe()}, preset {preset}, {n_params:,} parameters, {self.path})"
 
 
 def check_task_fits_model(task: Task, model_cfg: dict, source: str) -> None:

@@ -1,12 +1,14 @@
-"""Packaging: environment.yml and pyproject.toml agree, and the shipped runs are found by name, installed or not."""
+"""Packaging: environment.yml and pyproject.toml agree, shipped runs load by name, the exported names, how a Run shows."""
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-from equiv_tools import InputError, load_run
+import equiv_tools
+from equiv_tools import InputError, Run, load_run
 from equiv_tools.models import resolve_run_dir
 from equiv_tools.paths import DATA_ENV, shipped_data_dir
 from equiv_tools.reproduce import model_catalog
@@ -63,3 +65,17 @@ def test_the_data_dir_environment_variable(tmp_path, monkeypatch):
     assert [label for label in model_catalog() if label.startswith("kit/")] == ["kit/mine"]
     with pytest.raises(InputError, match="those are: mine"):
         resolve_run_dir("add3_nano")
+
+
+def test_every_exported_name_resolves_and_is_listed():
+    listed = dir(equiv_tools)
+    for name in equiv_tools.__all__:
+        assert getattr(equiv_tools, name) is not None and name in listed
+
+
+def test_a_run_shows_as_one_line(add3_nano):
+    assert repr(add3_nano) == (
+        f"Run(add3_nano: AdditionTask(train_digits=3, width=5), preset nano, 86,592 parameters, {REPO / 'data' / 'add3_nano'})"
+    )
+    imported = Run(Path("model_s2.pt"), replace(add3_nano.config, provenance={"format": "minGPT"}), add3_nano.model)
+    assert repr(imported).startswith("Run(model_s2.pt: AdditionTask(train_digits=3, width=5), preset imported, 86,592 parameters")
