@@ -10,7 +10,7 @@ STAMP = $(VENV)/.equiv-tools-installed
 # JupyterLab refuses to start as root (containers, CI) unless told it may
 ROOT_ARGS = $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: install lab test test-unit test-notebooks test-browser test-slow clean
+.PHONY: install lab test test-unit test-notebooks test-browser test-slow screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test-browser: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests $(PYTEST_ARGS)
+
+# the browser check, saving its screenshot over docs/browser_explorer.png
+screenshots: $(STAMP)
+	EQUIV_TOOLS_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
