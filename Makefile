@@ -9,8 +9,11 @@ BIN = $(VENV)/bin
 STAMP = $(VENV)/.equiv-tools-installed
 # JupyterLab refuses to start as root (containers, CI) unless told it may
 ROOT_ARGS = $(if $(filter 0,$(shell id -u)),--allow-root)
+NBVAL = --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+# torch's portable CPU kernels on one thread: other rounding, as on another machine
+PORTABLE_ENV = ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1
 
-.PHONY: install lab test test-unit test-notebooks test-browser test-slow clean
+.PHONY: install lab test test-unit test-notebooks test-notebooks-portable test-browser test-slow screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +29,7 @@ install: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_ARGS) $(LAB_ARGS)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
+test: test-unit test-notebooks test-notebooks-portable
 	@if [ -x /usr/bin/chromium ]; then $(MAKE) --no-print-directory test-browser; \
 	else echo "skipping the browser check: /usr/bin/chromium is not installed (apt-get install chromium)"; fi
 
@@ -35,13 +37,20 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
-	$(BIN)/python -m pytest notebooks --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg $(PYTEST_ARGS)
+	$(BIN)/python -m pytest notebooks $(NBVAL) $(PYTEST_ARGS)
+
+test-notebooks-portable: $(STAMP)
+	$(PORTABLE_ENV) $(BIN)/python -m pytest notebooks $(NBVAL) $(PYTEST_ARGS)
 
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests $(PYTEST_ARGS)
+
+# the browser check, saving its screenshot over docs/browser_explorer.png
+screenshots: $(STAMP)
+	EQUIV_TOOLS_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -15,7 +15,7 @@ import torch
 
 from equiv_tools.decoding import greedy_decode, naive_greedy_decode
 from equiv_tools.models import load_run
-from equiv_tools.reproduce import DEFAULT_DATA_DIR, load_paper_model, paper_checkpoint
+from equiv_tools.reproduce import load_paper_model, paper_checkpoint
 
 
 def best_time(fn, repeats):
@@ -34,7 +34,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    models = {"kit add3_nano": load_run(DEFAULT_DATA_DIR / "add3_nano")}
+    models = {"kit add3_nano": load_run("add3_nano")}
     path, reason = paper_checkpoint("model_s2.pt")
     if path is None:
         print(f"paper model_s2 skipped: {reason}")

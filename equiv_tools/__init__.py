@@ -7,6 +7,7 @@ from importlib import import_module
 
 from .config import PRESETS, TrainConfig, model_config
 from .errors import InputError
+from .paths import shipped_data_dir
 from .relations import Relation
 from .tasks import AdditionTask, ModularDigitTask, ModularTask, MultiplicationTask, make_task
 
@@ -24,7 +25,7 @@ _LAZY = {
 
 __all__ = [
     "AdditionTask", "MultiplicationTask", "ModularDigitTask", "ModularTask", "make_task",
-    "Relation", "InputError", "TrainConfig", "PRESETS", "model_config", *_LAZY,
+    "Relation", "InputError", "TrainConfig", "PRESETS", "model_config", "shipped_data_dir", *_LAZY,
 ]
 
 
@@ -32,3 +33,7 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(import_module("." + _LAZY[name], __name__), name)
     raise AttributeError(f"module 'equiv_tools' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -18,6 +18,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from .config import RunConfig, require_new_run_dir
 from .devices import resolve_device
 from .errors import InputError
+from .paths import shipped_data_dir, shipped_runs
 from .storage import atomic_write_bytes, load_tensors, save_tensors
 from .tasks import Task
 
@@ -75,7 +76,7 @@ def save_weights(model: TransformerBridge, path) -> None:
     save_tensors(path, model.state_dict())
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """A loaded run directory: its task, model (in eval mode) and config."""
 
@@ -87,6 +88,11 @@ class Run:
     def task(self) -> Task:
         return self.config.task
 
+    def __repr__(self) -> str:
+        preset = self.config.provenance.get("preset") or "imported"
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return f"Run({self.path.name}: {self.task.describe()}, preset {preset}, {n_params:,} parameters, {self.path})"
+
 
 def check_task_fits_model(task: Task, model_cfg: dict, source: str) -> None:
     """The task's layout must be the model's: same vocabulary, and the model's context is the task's sequence."""
@@ -97,9 +103,24 @@ def check_task_fits_model(task: Task, model_cfg: dict, source: str) -> None:
         )
 
 
+def resolve_run_dir(run_dir) -> Path:
+    """``run_dir`` itself if it exists; else a plain name (``"add3_nano"``) names a shipped run (see ``shipped_data_dir``)."""
+    path = Path(run_dir)
+    if path.exists() or path.name != str(run_dir):
+        return path
+    data_dir = shipped_data_dir()
+    if (data_dir / path.name).is_dir():
+        return data_dir / path.name
+    names = ", ".join(shipped_runs(data_dir)) or "none"
+    raise InputError(f"run directory {str(run_dir)!r} does not exist, and it is not a shipped run in {data_dir} (those are: {names})")
+
+
 def load_run(run_dir, device: str = "cpu", weights: Optional[str] = None) -> Run:
-    """Load a run directory onto ``device`` (cpu, cuda, cuda:N, auto). ``weights`` picks a file inside it (default ``model.safetensors``)."""
-    run_dir = Path(run_dir)
+    """Load a run directory, or a shipped run by name (``"add3_nano"``), onto ``device`` (cpu, cuda, cuda:N, auto).
+
+    ``weights`` picks a file inside it (default ``model.safetensors``).
+    """
+    run_dir = resolve_run_dir(run_dir)
     config = RunConfig.read(run_dir)
     check_task_fits_model(config.task, config.model, str(run_dir / "config.json"))
     torch_device = resolve_device(device)

@@ -19,13 +19,13 @@ from .discovery import discover_relations
 from .errors import InputError
 from .evaluation import id_test_pairs
 from .models import Run, load_mingpt, load_run
+from .paths import shipped_data_dir, shipped_runs
 from .tasks import AdditionTask
 
 PAPER_ENV = "EQUIV_TOOLS_PAPER_DIR"
 PAPER_CHECKPOINTS = ("model_s2.pt", "model_51.pt")
 PAPER_TASK = AdditionTask(train_digits=3, width=5)
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = REPO_ROOT / "data"
 
 
 def find_paper_dir(paper_dir=None) -> tuple[Optional[Path], str]:
@@ -80,7 +80,7 @@ def _unavailable(model_name: str, task: str, reason: str) -> dict:
 
 
 def reproduce(paper_dir=None, data_dir=None, n: int = 5000, seed: int = 0) -> list[dict]:
-    """Rows for the paper's addition checkpoints and every run directory in ``data_dir`` (default: the kit's data/)."""
+    """Rows for the paper's addition checkpoints and every run directory in ``data_dir`` (default: ``shipped_data_dir()``)."""
     rows = []
     for name in PAPER_CHECKPOINTS:
         model_name = f"paper/{name}"
@@ -89,20 +89,20 @@ def reproduce(paper_dir=None, data_dir=None, n: int = 5000, seed: int = 0) -> li
             rows.append(_unavailable(model_name, PAPER_TASK.describe(), reason))
         else:
             rows.append({**summarize(load_mingpt(path, PAPER_TASK), model_name, n, seed), "status": "ok"})
-    data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
-    runs = sorted(p.parent for p in data_dir.glob("*/config.json")) if data_dir.is_dir() else []
-    if not runs:
+    data_dir = shipped_data_dir() if data_dir is None else Path(data_dir)
+    names = shipped_runs(data_dir)
+    if not names:
         rows.append(_unavailable(f"kit/{data_dir}", "-", f"no run directories in {data_dir}"))
-    for run_dir in runs:
-        rows.append({**summarize(load_run(run_dir), f"kit/{run_dir.name}", n, seed), "status": "ok"})
+    for name in names:
+        rows.append({**summarize(load_run(data_dir / name), f"kit/{name}", n, seed), "status": "ok"})
     return rows
 
 
 def model_catalog(data_dir=None, paper_dir=None) -> dict[str, Callable[[], Run]]:
-    """Models to choose from, label -> loader: every run directory in ``data_dir`` (default: the kit's data/),
+    """Models to choose from, label -> loader: every run directory in ``data_dir`` (default: ``shipped_data_dir()``),
     then the paper's checkpoints when they are found."""
-    data_dir = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
-    catalog = {f"kit/{p.parent.name}": (lambda d=p.parent: load_run(d)) for p in sorted(data_dir.glob("*/config.json"))}
+    data_dir = shipped_data_dir() if data_dir is None else Path(data_dir)
+    catalog = {f"kit/{name}": (lambda d=data_dir / name: load_run(d)) for name in shipped_runs(data_dir)}
     for name in PAPER_CHECKPOINTS:
         path, _ = paper_checkpoint(name, paper_dir)
         if path is not None:

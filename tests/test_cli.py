@@ -97,14 +97,15 @@ def test_reproduce_with_the_paper(paper_dir, capsys):
         (["train", "--task", "addition"], "needs --task and --out"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(argv, message, capsys):
+def test_bad_input_is_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a relative --out never lands in the checkout
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_usage_errors_answer_before_importing_torch():
+def test_usage_errors_answer_before_importing_torch(tmp_path):
     script = (
-        "import sys\nfrom equiv_tools.cli import main\n"
+        f"import os, sys\nfrom equiv_tools.cli import main\nos.chdir({str(tmp_path)!r})\n"
         "code = main(['train', '--task', 'addition', '--out', 'x', '--batch-size', '0', '--lr', '-1'])\n"
         "print(code, 'torch' in sys.modules)"
     )

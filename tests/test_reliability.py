@@ -212,9 +212,10 @@ TOKENS = [
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_cli_fuzz_never_crashes(fuzz_paths, monkeypatch, capsys, data):
+def test_cli_fuzz_never_crashes(fuzz_paths, tmp_path, monkeypatch, capsys, data):
     from equiv_tools import training
 
+    monkeypatch.chdir(tmp_path)  # a fuzzed relative --out or --output lands here, not in the checkout
     # a fuzzed `train` that validates may start a real run; stop it after its step-0 checkpoint
     monkeypatch.setattr(training, "_loop", lambda *a, **k: pd.DataFrame(columns=training.METRIC_COLUMNS))
     argv = data.draw(st.lists(st.sampled_from(TOKENS + fuzz_paths), max_size=8))
