@@ -233,3 +233,103 @@ def test_cli_fuzz_never_crashes(fuzz_paths, tmp_path, monkeypatch, capsys, data)
         for path in fuzz_paths:
             if Path(path).name == "nowhere" and Path(path).exists():
                 shutil.rmtree(path)
+
+
+# --- writes that never damage a run -----------------------------------------------------------------
+
+def _hashes(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(steps=100), "already finished 300 of 100 steps"),
+        (dict(steps=300), "already finished 300 of 300 steps"),
+        (dict(steps=0), "steps must be a positive integer"),
+        (dict(steps=400, lr=-1.0), "lr must be positive"),
+        (dict(steps=400, seed=5), "seed define"),
+        (dict(steps=400, n_train=10), "n_train define"),
+        (dict(steps=400, colour=1), "unknown training field"),
+    ],
+)
+def test_a_refused_resume_leaves_every_file_byte_identical(run_copy, overrides, message):
+    from equiv_tools import resume
+
+    before = _hashes(run_copy)
+    with pytest.raises(InputError, match=message):
+        resume(run_copy, progress=False, **overrides)
+    assert _hashes(run_copy) == before
+
+
+def test_a_resume_with_a_damaged_checkpoint_leaves_the_rest_untouched(run_copy):
+    from equiv_tools import resume
+
+    (run_copy / "checkpoints" / "step_000300.optimizer.safetensors").write_bytes(b"junk")
+    before = _hashes(run_copy)
+    with pytest.raises(InputError, match="truncated or corrupted"):
+        resume(run_copy, steps=400, progress=False)
+    assert _hashes(run_copy) == before
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from equiv_tools import storage
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        storage.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+    with pytest.raises(InputError, match="does not exist"):
+        storage.atomic_write_bytes(tmp_path / "missing" / "out.bin", b"new")
+    assert not (tmp_path / "missing").exists()
+
+
+# --- imports and splits say what they did -----------------------------------------------------------
+
+def test_mingpt_import_refuses_unused_and_missing_weights(paper_dir, tmp_path):
+    from equiv_tools.models import load_mingpt
+    from equiv_tools.tasks import AdditionTask
+
+    state = torch.load(paper_dir / "exploregpt-adder" / "model_s2.pt", map_location="cpu", weights_only=True)
+    assert any(k.endswith(".attn.bias") for k in state)  # minGPT's causal masks: expected, skipped
+    torch.save({**state, "transformer.h.0.attn.extra.weight": torch.zeros(3)}, tmp_path / "extra.pt")
+    with pytest.raises(InputError, match=r"does not use: \['transformer.h.0.attn.extra.weight'\]"):
+        load_mingpt(tmp_path / "extra.pt", AdditionTask())
+    torch.save({k: v for k, v in state.items() if k != "transformer.h.1.mlp.c_fc.bias"}, tmp_path / "missing.pt")
+    with pytest.raises(InputError, match="lacks 'transformer.h.1.mlp.c_fc.bias'"):
+        load_mingpt(tmp_path / "missing.pt", AdditionTask())
+
+
+def test_imported_runs_are_evaluated_on_distinct_id_pairs(model_s2):
+    from equiv_tools.evaluation import ID_SAMPLE, evaluate_run, id_test_pairs
+
+    (a, b), what = id_test_pairs(model_s2, 5000, seed=0)
+    assert what == ID_SAMPLE and len(set(zip(a.tolist(), b.tolist()))) == 5000
+    result = evaluate_run(model_s2, n=500)
+    assert result["id_pairs"] == ID_SAMPLE and result["id_accuracy"] == 1.0
+
+
+def test_unknown_model_fields_in_config_are_named(run_copy):
+    config = json.loads((run_copy / "config.json").read_text())
+    config["model"]["rotary_dim"] = 8
+    (run_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"unknown field\(s\) \['rotary_dim'\]"):
+        load_run(run_copy)
+
+
+def test_default_training_config_fits_one_and_two_digit_tasks(tmp_path):
+    from equiv_tools import AdditionTask, TrainConfig, train
+
+    for digits in (1, 2):
+        cfg = TrainConfig(steps=2, eval_every=1, checkpoint_every=2)  # the default split: 70% / 30% of a small pool
+        metrics = train(AdditionTask(train_digits=digits, width=digits + 1), tmp_path / str(digits), train_cfg=cfg,
+                        model_overrides=dict(n_layers=1, d_model=16, d_head=8, n_heads=2, d_mlp=32), progress=False)
+        assert metrics.step.max() == 2
