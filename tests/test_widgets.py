@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from equiv_tools.decoding import naive_greedy_decode
 from equiv_tools.widgets import EquivalenceExplorer, MapViewer
 
 
@@ -34,19 +35,27 @@ def test_explorer_loads_any_run_directory(explorer, tiny_run):
     assert "does not exist" in explorer.models.message.value
     explorer.models.load_path(str(tiny_run.path))
     assert explorer.models.label == f"dir/{tiny_run.path}" and explorer.models.message.value == ""
-    explorer.a_text.value, explorer.b_text.value = "3", "4"
-    assert explorer.result["answer"] == 7 or explorer.result["truth"] == 7  # the tiny model's task: 1-digit addition
+    explorer.a_text.value, explorer.b_text.value = "3", "14"
+    expected = tiny_run.task.decode_answer(naive_greedy_decode(tiny_run.model, tiny_run.task, [3], [14]))[0]
+    assert explorer.result["truth"] == 17 and explorer.result["answer"] == expected  # the loaded model's own answer
 
 
 def test_map_viewer_state_and_figure(tiny_run):
-    viewer = MapViewer(a_range=(0, 19), b_range=(10, 29), step=1, catalog={"tiny": lambda: tiny_run})
+    viewer = MapViewer(a_range=(0, 19), b_range=(0, 19), step=1, catalog={"tiny": lambda: tiny_run})
     frame = viewer.frame
-    assert len(frame) == 400 and frame.a.min() == 0 and frame.b.max() == 29
-    assert abs(sum(viewer.shares.values()) - 1) < 1e-9
-    assert np.isclose(viewer.shares["correct"], (frame.answer == frame.truth).mean())
-    image = viewer.figure.axes[0].images[0].get_array()
+    assert len(frame) == 400 and frame.a.min() == 0 and frame.b.max() == 19
+    # the shares, recomputed from the bridge's own answers and plain arithmetic
+    a, b = np.meshgrid(np.arange(20), np.arange(20), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    answers = tiny_run.task.decode_answer(naive_greedy_decode(tiny_run.model, tiny_run.task, a, b))
+    relation = viewer.relation.value
+    rule = {"(a mod 10^1) + (b mod 10^1)": a % 10 + b % 10, "a + b": a + b}[relation]
+    correct, matches = answers == a + b, (answers != a + b) & (answers == rule)
+    assert 0 < correct.mean() < 1
+    assert viewer.shares == {"correct": correct.mean(), "matches relation": matches.mean(), "other": (~correct & ~matches).mean()}
+    image = np.asarray(viewer.figure.axes[0].images[0].get_array())
     assert image.shape == (20, 20)
-    assert np.isclose((np.asarray(image) == 0).mean(), viewer.shares["correct"])  # colour 0 = correct
+    assert np.array_equal(image == 0, correct.reshape(20, 20))  # colour 0 = correct, rows are a
     assert bytes(viewer.plot.value).startswith(b"\x89PNG")
 
     before = dict(viewer.shares)
