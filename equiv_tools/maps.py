@@ -14,15 +14,13 @@ CATEGORIES = ("correct", "matches relation", "other")
 CHUNK = 2000
 
 
-def grid_answers(
-    model, task: Task, a_values: Sequence[int], b_values: Sequence[int], on_progress: Optional[Callable[[float], None]] = None
-) -> pd.DataFrame:
-    """The model's greedy answers over the grid a_values x b_values: columns a, b, answer, truth (one row per pair).
+def answers_frame(model, task: Task, a, b, on_progress: Optional[Callable[[float], None]] = None) -> pd.DataFrame:
+    """The model's greedy answers (hooks honoured) on pairs (a, b): columns a, b, answer, truth, digit_0.. (one row per pair).
 
     ``on_progress(fraction)`` is called after each chunk of 2,000 pairs.
     """
-    a, b = task.grid(a_values, b_values)
-    guess = guess_relation(model, task, a, b)  # once for the grid, not once per chunk
+    a, b = task.check_operands(a, b)
+    guess = guess_relation(model, task, a, b)  # once for all pairs, not once per chunk
     tokens = np.empty((a.size, task.answer_len), dtype=np.int64)
     for start in range(0, a.size, CHUNK):
         sl = slice(start, start + CHUNK)
@@ -33,6 +31,13 @@ def grid_answers(
     for j in range(task.answer_len):
         frame[f"digit_{j}"] = tokens[:, j]
     return frame
+
+
+def grid_answers(
+    model, task: Task, a_values: Sequence[int], b_values: Sequence[int], on_progress: Optional[Callable[[float], None]] = None
+) -> pd.DataFrame:
+    """``answers_frame`` over the grid a_values x b_values (a varying slowest)."""
+    return answers_frame(model, task, *task.grid(a_values, b_values), on_progress=on_progress)
 
 
 def classify(frame: pd.DataFrame, relation: Relation) -> pd.DataFrame:
@@ -51,11 +56,29 @@ def category_shares(frame: pd.DataFrame) -> dict:
     return {c: float(shares.get(c, 0.0)) for c in CATEGORIES}
 
 
-def digit_distribution(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per answer position, the share of each output digit in a ``grid_answers`` frame: position, digit, share."""
-    positions = [c for c in frame.columns if c.startswith("digit_")]
+def _digit_shares(tokens: np.ndarray, source: str) -> pd.DataFrame:
+    """Share of each token at each answer position of ``tokens`` [n, answer_len]: source, position, digit, share."""
     rows = []
-    for column in positions:
-        counts = frame[column].value_counts(normalize=True)
-        rows.extend({"position": int(column.split("_")[1]), "digit": int(d), "share": float(s)} for d, s in counts.items())
-    return pd.DataFrame(rows).sort_values(["position", "digit"]).reset_index(drop=True)
+    for j in range(tokens.shape[1]):
+        digits, counts = np.unique(tokens[:, j], return_counts=True)
+        rows.extend({"source": source, "position": j, "digit": int(d), "share": c / len(tokens)} for d, c in zip(digits, counts))
+    return pd.DataFrame(rows)
+
+
+def digit_distribution(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per answer position, the share of each output digit of the model in a ``grid_answers`` frame: source, position, digit, share."""
+    positions = sorted((c for c in frame.columns if c.startswith("digit_")), key=lambda c: int(c.split("_")[1]))
+    return _digit_shares(frame[positions].to_numpy(), "model")
+
+
+def digit_distributions(task: Task, frame: pd.DataFrame) -> pd.DataFrame:
+    """The model's, the truth's and (in a ``classify`` frame) the relation's answer digits per position, tidy.
+
+    Columns: source ("model", "truth", the relation's name), position (0 = units), digit, share.
+    Answers too wide for the layout keep their low digits, as a model writing them would.
+    """
+    parts = [digit_distribution(frame), _digit_shares(task.encode_answer(frame["truth"].to_numpy() % task.answer_limit), "truth")]
+    if "relation_answer" in frame:
+        values = frame["relation_answer"].to_numpy() % task.answer_limit
+        parts.append(_digit_shares(task.encode_answer(values), frame.attrs.get("relation", "relation")))
+    return pd.concat(parts, ignore_index=True)

@@ -9,6 +9,7 @@ import seaborn as sns
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from .maps import CATEGORIES, category_shares
 
@@ -31,51 +32,92 @@ def plot_training_curves(metrics: pd.DataFrame, title: Optional[str] = None) -> 
 
 
 def _pivot(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    return frame.pivot(index="a", columns="b", values=column)
+    """[a, b] grid of ``column``: rows a ascending, columns b ascending."""
+    return frame.pivot(index="a", columns="b", values=column).sort_index().sort_index(axis=1)
 
 
-def plot_category_map(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
-    """Heatmap over the (a, b) grid of a ``maps.classify`` frame: correct / matches relation / other."""
-    codes = frame.assign(code=frame["category"].cat.codes)
-    grid = _pivot(codes, "code")
-    fig = Figure(figsize=(5.6, 4.8), layout="constrained")
-    ax = fig.subplots()
-    extent = (grid.columns.min(), grid.columns.max(), grid.index.max(), grid.index.min())
-    ax.imshow(grid.to_numpy(), cmap=ListedColormap(CATEGORY_COLOURS), vmin=0, vmax=2, extent=extent, aspect="auto", interpolation="nearest")
-    ax.set_xlabel("b")
-    ax.set_ylabel("a")
+def _mark_boundary(ax, boundary: Optional[int]) -> None:
+    """Dashed lines where operands leave the training distribution (a or b = ``boundary``)."""
+    if boundary is not None:
+        ax.axhline(boundary, color="white", lw=1.2, ls="--")
+        ax.axvline(boundary, color="white", lw=1.2, ls="--")
+
+
+def _category_image(ax, frame: pd.DataFrame) -> None:
+    """Categories of a ``maps.classify`` frame over (b, a), a increasing upward, with a legend of shares."""
+    grid = _pivot(frame.assign(code=frame["category"].cat.codes), "code")
+    extent = (grid.columns.min(), grid.columns.max(), grid.index.min(), grid.index.max())
+    ax.imshow(grid.to_numpy(), cmap=ListedColormap(CATEGORY_COLOURS), vmin=0, vmax=2, extent=extent, origin="lower",
+              aspect="auto", interpolation="nearest")
     shares = category_shares(frame)
     ax.legend(handles=[Patch(color=c, label=f"{k} ({shares[k]:.1%})") for k, c in zip(CATEGORIES, CATEGORY_COLOURS)],
-              loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize="small", frameon=False)
+              loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, fontsize="small", frameon=False)
+
+
+def plot_category_map(frame: pd.DataFrame, title: Optional[str] = None, boundary: Optional[int] = None) -> Figure:
+    """Heatmap over the (a, b) grid of a ``maps.classify`` frame: correct / matches relation / other.
+
+    b runs along x and a up the y axis, as in every figure of the kit; ``boundary`` marks where ID ends.
+    """
+    fig = Figure(figsize=(5.6, 5.2), layout="constrained")
+    ax = fig.subplots()
+    _category_image(ax, frame)
+    _mark_boundary(ax, boundary)
+    ax.set_xlabel("b")
+    ax.set_ylabel("a")
     ax.set_title(title or f"model vs truth vs {frame.attrs.get('relation', 'relation')}")
     return fig
 
 
-def plot_answer_contours(frame: pd.DataFrame, columns: Sequence[str] = ("answer", "truth", "relation_answer"), titles: Optional[Sequence[str]] = None) -> Figure:
-    """Filled contours of answers over the (a, b) grid, one panel per column (the paper's Figure 2)."""
+def plot_answer_contours(
+    frame: pd.DataFrame,
+    columns: Sequence[str] = ("answer", "truth", "relation_answer"),
+    titles: Optional[Sequence[str]] = None,
+    boundary: Optional[int] = None,
+) -> Figure:
+    """Filled contours of answers over the (a, b) grid, one panel per column, each on its own colour scale (the paper's Figure 2).
+
+    A ``maps.classify`` frame adds a last panel with the categories. ``boundary`` (e.g. 1000) marks where ID ends.
+    """
     titles = list(titles or columns)
-    fig = Figure(figsize=(4.2 * len(columns), 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(columns), sharey=True))
-    levels = np.linspace(min(frame[c].min() for c in columns), max(frame[c].max() for c in columns), 21)
+    with_categories = "category" in frame
+    panels = len(columns) + with_categories
+    fig = Figure(figsize=(4.3 * panels, 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, panels, sharey=True))
     for ax, column, title in zip(axes, columns, titles):
         grid = _pivot(frame, column)
-        contour = ax.contourf(grid.columns, grid.index, grid.to_numpy(), levels=levels, cmap="viridis")
+        contour = ax.contourf(grid.columns, grid.index, grid.to_numpy(), levels=MaxNLocator(12).tick_values(grid.min().min(), grid.max().max()), cmap="viridis")
+        fig.colorbar(contour, ax=ax, orientation="horizontal", shrink=0.9, ticks=MaxNLocator(5), label=f"{title}")
+        _mark_boundary(ax, boundary)
         ax.set_title(title)
         ax.set_xlabel("b")
+    if with_categories:
+        _category_image(axes[-1], frame)
+        _mark_boundary(axes[-1], boundary)
+        axes[-1].set_title("category")
+        axes[-1].set_xlabel("b")
     axes[0].set_ylabel("a")
-    fig.colorbar(contour, ax=list(axes), shrink=0.9, label="answer")
     return fig
 
 
 def plot_digit_distribution(dist: pd.DataFrame, title: Optional[str] = None) -> Figure:
-    """Share of each output digit at each answer position (the paper's Figure 3): a ``maps.digit_distribution`` frame."""
-    grid = dist.pivot(index="digit", columns="position", values="share").reindex(range(10)).fillna(0.0)
-    fig = Figure(figsize=(1.0 * grid.shape[1] + 2.5, 3.8), layout="constrained")
-    ax = fig.subplots()
-    sns.heatmap(grid, ax=ax, cmap="mako", vmin=0, vmax=max(0.2, float(grid.to_numpy().max())), annot=False, cbar_kws={"label": "share"})
-    ax.set_xlabel("answer position (0 = units)")
-    ax.set_ylabel("output digit")
-    ax.invert_yaxis()
+    """Share of each output digit at each answer position, one panel per source (the paper's Figure 3), shares in the cells.
+
+    ``dist``: a ``maps.digit_distribution`` or ``maps.digit_distributions`` frame (source, position, digit, share).
+    """
+    sources = list(dict.fromkeys(dist["source"]))
+    fig = Figure(figsize=(0.75 * dist.position.nunique() * len(sources) + 2.5, 4.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(sources), sharey=True))
+    digits = range(int(dist.digit.max()) + 1)
+    for ax, source in zip(axes, sources):
+        grid = dist[dist.source == source].pivot(index="digit", columns="position", values="share").reindex(digits).fillna(0.0)
+        labels = grid.map(lambda v: f"{v:.2f}" if v >= 0.005 else "")  # shares written in the cells, blank where none
+        sns.heatmap(grid, ax=ax, cmap="mako_r", vmin=0, vmax=1, annot=labels, fmt="", annot_kws={"fontsize": 7}, cbar=False)
+        ax.set_title(source, fontsize="medium")
+        ax.set_xlabel("answer position (0 = units)")
+        ax.set_ylabel("")
+        ax.invert_yaxis()
+    axes[0].set_ylabel("output digit")
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     return fig
