@@ -84,6 +84,10 @@ class Task:
     def to_dict(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
 
+    def position_names(self) -> list[str]:
+        """A name for every token position of a full sequence [seq_len]; the model sees the first ``n_ctx``."""
+        raise NotImplementedError
+
     def check_operands(self, a, b) -> tuple[np.ndarray, np.ndarray]:
         """Validate operands and return them as int64 arrays of shape [n]."""
         a = _as_int_array(a, "a")
@@ -203,6 +207,11 @@ class DigitTask(Task):
     def id_limit(self) -> int:
         """ID operands lie below this: ``10**train_digits``."""
         return 10**self.train_digits
+
+    def position_names(self) -> list[str]:
+        """``a[10^4] .. a[10^0] b[10^4] .. b[10^0] ans[10^0] .. ans[10^5]`` for width 5: operands most significant first, the answer units first."""
+        operand = [f"10^{k}" for k in range(self.width - 1, -1, -1)]
+        return [f"a[{p}]" for p in operand] + [f"b[{p}]" for p in operand] + [f"ans[10^{k}]" for k in range(self.answer_len)]
 
     def encode_prompt(self, a, b) -> np.ndarray:
         """Operand digits, each operand most significant first: [n, 2 * width]."""
@@ -390,6 +399,10 @@ class ModularTask(Task):
     @property
     def max_operand(self) -> int:
         return self.p - 1
+
+    def position_names(self) -> list[str]:
+        """``a``, ``b``, ``=``, ``ans``."""
+        return ["a", "b", "=", "ans"]
 
     def encode_prompt(self, a, b) -> np.ndarray:
         """Tokens ``a b =``: [n, 3]."""

@@ -179,3 +179,14 @@ def test_sample_id_without_replacement():
     assert len(set(zip(a.tolist(), b.tolist()))) == 10_000 and max(a.max(), b.max()) < 100
     with pytest.raises(InputError, match="distinct ID pairs"):
         task.sample_id(10_001, replace=False)
+
+
+def test_position_names():
+    names = AdditionTask(train_digits=3, width=5).position_names()
+    assert names[:5] == ["a[10^4]", "a[10^3]", "a[10^2]", "a[10^1]", "a[10^0]"] and names[9] == "b[10^0]"
+    assert names[10:] == [f"ans[10^{k}]" for k in range(6)] and len(names) == AdditionTask().seq_len
+    # 349 + 705: the digit under each name is that digit of the operand or answer
+    tokens = AdditionTask().encode([349], [705])[0]
+    assert dict(zip(names, tokens.tolist()))["a[10^2]"] == 3 and dict(zip(names, tokens.tolist()))["ans[10^3]"] == 1
+    assert ModularTask(p=113).position_names() == ["a", "b", "=", "ans"]
+    assert len(MultiplicationTask().position_names()) == MultiplicationTask().seq_len
