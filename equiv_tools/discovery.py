@@ -6,9 +6,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .decoding import greedy_decode, predict
 from .errors import InputError
+from .models import checkpoint_path, checkpoint_steps, load_run
 from .relations import Relation
 from .representations import hidden_states_at, residual_hooks
 from .tasks import Task
@@ -225,6 +227,24 @@ def relations_report(run, n: int = 10_000, ood_digits: Optional[int] = None, see
         for r in summary.itertuples()
     ]
     return {"ood_digits": task.train_digits + 1 if ood_digits is None else ood_digits, "n": int(a.size), "relations": rows}
+
+
+def relation_share_by_step(run_dir, relation: Relation, n: int = 1000, ood_digits: Optional[int] = None, seed: int = 0,
+                           progress: bool = True) -> pd.DataFrame:
+    """Over a run's checkpoint series, the share of OOD answers that follow ``relation`` and that are correct.
+
+    The same ``n`` OOD pairs for every checkpoint. Columns: step, relation_share, ood_accuracy (tidy: one row per checkpoint).
+    """
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        raise InputError(f"{run_dir} has no checkpoint series (checkpoints/step_*.safetensors)")
+    task = load_run(run_dir, weights=checkpoint_path(steps[0])).task
+    a, b = task.sample_ood(n, ood_digits, seed=seed)
+    rule, truth, rows = relation(a, b), task.truth(a, b), []
+    for step in tqdm(steps, desc="checkpoints", disable=not progress, leave=False):
+        answers = predict(load_run(run_dir, weights=checkpoint_path(step)).model, task, a, b)
+        rows.append({"step": step, "relation_share": float(np.mean(answers == rule)), "ood_accuracy": float(np.mean(answers == truth))})
+    return pd.DataFrame(rows)
 
 
 def best_relation(model, task: Task, n: int = 500, seed: int = 0) -> Relation:

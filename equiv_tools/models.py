@@ -94,6 +94,18 @@ class Run:
         return f"Run({self.path.name}: {self.task.describe()}, preset {preset}, {n_params:,} parameters, {self.path})"
 
 
+def checkpoint_path(step: int) -> str:
+    """The weights file of checkpoint ``step`` inside a run directory: ``checkpoints/step_NNNNNN.safetensors``."""
+    return f"checkpoints/step_{step:06d}.safetensors"
+
+
+def checkpoint_steps(run_dir) -> list[int]:
+    """The steps of a run's saved weight series, ascending (``[]`` for imported runs)."""
+    folder = resolve_run_dir(run_dir) / "checkpoints"
+    names = (p.name.removesuffix(".safetensors") for p in folder.glob("step_*.safetensors") if ".optimizer." not in p.name)
+    return sorted(int(name.removeprefix("step_")) for name in names if name.removeprefix("step_").isdigit())
+
+
 def check_task_fits_model(task: Task, model_cfg: dict, source: str) -> None:
     """The task's layout must be the model's: same vocabulary, and the model's context is the task's sequence."""
     if model_cfg.get("d_vocab") != task.d_vocab or model_cfg.get("n_ctx") != task.n_ctx:

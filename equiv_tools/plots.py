@@ -31,6 +31,23 @@ def plot_training_curves(metrics: pd.DataFrame, title: Optional[str] = None) -> 
     return fig
 
 
+def plot_rule_share(metrics: pd.DataFrame, shares: pd.DataFrame, relation: str, title: Optional[str] = None) -> Figure:
+    """ID and OOD accuracy (a ``metrics.csv`` frame) beside the share of OOD answers that follow ``relation``
+    (a ``discovery.relation_share_by_step`` frame), against step: the rule is learned while OOD accuracy stays 0."""
+    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for split, label, colour in (("id_test", "ID accuracy (held-out)", "#4c72b0"), ("ood", "OOD accuracy", "#c8553d")):
+        rows = metrics[metrics.split == split]
+        ax.plot(rows.step, rows.accuracy, label=label, color=colour)
+    ax.plot(shares.step, shares.relation_share, "o-", color="#f2a541", label=f"OOD answers = {relation}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share")
+    ax.legend(loc="center right", fontsize="small")
+    ax.set_title(title or "learning the rule while OOD accuracy stays at 0")
+    return fig
+
+
 def _pivot(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     """[a, b] grid of ``column``: rows a ascending, columns b ascending."""
     return frame.pivot(index="a", columns="b", values=column).sort_index().sort_index(axis=1)

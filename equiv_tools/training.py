@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .config import RunConfig, TrainConfig, model_config, require_new_run_dir
 from .devices import resolve_device
 from .errors import InputError
-from .models import WEIGHTS_FILE, build_model, load_weights, provenance, save_weights
+from .models import WEIGHTS_FILE, build_model, checkpoint_path, load_weights, provenance, save_weights
 from .storage import TMP_SUFFIX, atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from .tasks import Task
 
@@ -41,7 +41,7 @@ RNG_SCHEME = "minibatch indices from numpy.random.default_rng([seed, step]); no 
 
 
 def _checkpoint_name(step: int) -> str:
-    return f"step_{step:06d}"
+    return Path(checkpoint_path(step)).name.removesuffix(".safetensors")
 
 
 def _sequences(task: Task, ab, device: torch.device) -> torch.Tensor:

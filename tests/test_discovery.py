@@ -91,3 +91,18 @@ def test_custom_relation_and_errors(tiny_run):
         class_map(tiny_run.model, task, a, b, relation=always_zero)
     with pytest.raises(InputError, match="unknown hook"):
         hidden_states(tiny_run.model, task, a, b, hook="blocks.9.hook_resid_post")
+
+
+def test_relation_share_by_step_follows_each_checkpoint(tiny_run):
+    from equiv_tools.decoding import naive_greedy_decode
+    from equiv_tools.discovery import relation_share_by_step
+    from equiv_tools.models import checkpoint_path, load_run
+
+    task, rule = tiny_run.task, sum_of_residues(1)
+    shares = relation_share_by_step(tiny_run.path, rule, n=200, seed=7, progress=False)
+    assert shares.step.tolist() == [0, 100, 200, 300]
+    a, b = task.sample_ood(200, seed=7)
+    for row in shares.itertuples():
+        model = load_run(tiny_run.path, weights=checkpoint_path(row.step)).model
+        answers = task.decode_answer(naive_greedy_decode(model, task, a, b))
+        assert row.relation_share == np.mean(answers == a % 10 + b % 10) and row.ood_accuracy == np.mean(answers == a + b)
