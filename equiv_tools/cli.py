@@ -289,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
+    p = command("plot", "save a run's main figures: training curves, category map, digit distribution")
+    p.add_argument("run_dir", type=Path, help="a run directory")
+    p.add_argument("--out", type=Path, required=True, help="folder for the figures (made if missing)")
+    p.add_argument("--format", choices=["png", "svg"], default="png", help="image format")
+    p.add_argument("--ood-digits", type=_positive_int,
+                   help="digits of the OOD operands for the digit distribution (default: train digits + 1)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the OOD sample and of the relation search")
+    _add_device(p)
     return parser
 
 
@@ -463,9 +471,29 @@ def _cmd_reproduce(args, argv) -> int:
     return 0
 
 
+def _cmd_plot(args, argv) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file; name a folder for the figures")
+    RunConfig.read(args.run_dir)  # a missing or damaged run answers before torch is imported
+    device = _device(args)
+    from .models import load_run
+
+    run = load_run(args.run_dir, device=device)
+    figures = run_figures(run, ood_digits=args.ood_digits, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, (fig, note) in figures.items():
+        if fig is None:
+            print(f"skipped {name}: {note}")
+            continue
+        path = args.out / f"{name}.{args.format}"
+        fig.savefig(path, format=args.format)
+        print(f"wrote {path}" + (f": {note}" if note else ""))
+    return 0
+
+
 COMMANDS = {
     "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import,
-    "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce,
+    "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot,
 }
 
 
@@ -482,6 +510,52 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+# TODO(move to plots): the figures `equiv-tools plot` saves; it belongs beside the plot_* functions.
+def run_figures(run, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
+    """A run's main figures, name -> (Figure or None, note): the note says what a figure shows, or why it is skipped.
+
+    - ``training_curves``: ``metrics.csv`` (skipped for an imported run, which has none).
+    - ``category_map``: model vs truth vs the best relation over a grid straddling the ID/OOD boundary
+      (a, b from 10**train_digits - 50 to 10**train_digits + 49), or over all p x p pairs of the grokking layout.
+    - ``digit_distribution``: per-position output digits over a 100 x 100 grid of random OOD operands
+      (skipped for the grokking layout, whose answer is one token, not digits).
+    """
+    import numpy as np
+
+    from .discovery import best_relation
+    from .maps import category_shares, classify, digit_distribution, grid_answers
+    from .plots import plot_category_map, plot_digit_distribution, plot_training_curves
+    from .training import read_metrics
+
+    task, figures = run.task, {}
+    if task.kind == "modular":
+        if ood_digits is not None:
+            task.sample_ood(1, ood_digits)  # says there is no OOD split
+        values, ood = np.arange(task.p), None
+    else:
+        ood = task.sample_ood(100, ood_digits, seed=seed)  # checks ood_digits before any decoding
+        limit = 10**task.train_digits
+        values = np.arange(max(0, limit - 50), min(task.max_operand, limit + 49) + 1)
+
+    if (Path(run.path) / "metrics.csv").is_file():
+        figures["training_curves"] = (plot_training_curves(read_metrics(run.path), title=Path(run.path).name), "")
+    else:
+        figures["training_curves"] = (None, f"{run.path} has no metrics.csv (an imported run has no training history)")
+
+    frame = classify(grid_answers(run.model, task, values, values), best_relation(run.model, task, seed=seed))
+    shares = category_shares(frame)
+    note = f"correct {shares['correct']:.1%}, matches {frame.attrs['relation']} {shares['matches relation']:.1%}, other {shares['other']:.1%}"
+    figures["category_map"] = (plot_category_map(frame), note)
+
+    if ood is None:
+        figures["digit_distribution"] = (None, "the grokking layout answers with one token, not digits")
+    else:
+        digits = task.train_digits + 1 if ood_digits is None else ood_digits
+        dist = digit_distribution(grid_answers(run.model, task, *ood))
+        figures["digit_distribution"] = (plot_digit_distribution(dist, title=f"{Path(run.path).name}: {digits}-digit OOD operands"), "")
+    return figures
 
 
 if __name__ == "__main__":  # python -m equiv_tools.cli, as tests/test_reliability.py runs it

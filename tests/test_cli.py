@@ -1,5 +1,6 @@
 """The `equiv-tools` command line: JSON shapes, one-line errors, no torch import for usage errors."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -126,6 +127,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
         ["relations", ADD3],
         ["reproduce", "--paper-dir", "{tmp}/nowhere"],
         ["import-mingpt", "{tmp}/recorded/config.json", "{tmp}/imported", "--task", "addition"],
+        ["plot", ADD3, "--out", "{tmp}/figures"],
     ],
 )
 def test_device_cuda_without_a_gpu_is_one_line_before_any_work(argv, tmp_path, capsys):
@@ -143,6 +145,46 @@ def test_device_names(tiny_run, capsys):
     assert code == 2 and err == "equiv-tools: error: unknown device 'tpu'; choose cpu, cuda, cuda:N or auto\n"
     code, out, _ = run_cli(capsys, "evaluate", tiny_run.path, "--n", "50", "--json", "--device", "auto")
     assert code == 0 and json.loads(out)["n_ood"] == 50
+
+
+def test_plot_the_shipped_model(tmp_path, capsys):
+    out_dir = tmp_path / "figures"
+    code, out, _ = run_cli(capsys, "plot", ADD3, "--out", out_dir)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3
+    assert lines[0] == f"wrote {out_dir / 'training_curves.png'}" and lines[2] == f"wrote {out_dir / 'digit_distribution.png'}"
+    # the grid 950..1049 squared: the quarter with both operands below 1000 is ID, where the model is right
+    shares = re.fullmatch(rf"wrote {re.escape(str(out_dir / 'category_map.png'))}: correct ([\d.]+)%, "
+                          r"matches \(a mod 10\^3\) \+ \(b mod 10\^3\) ([\d.]+)%, other ([\d.]+)%", lines[1])
+    assert shares, lines[1]
+    correct, matches, other = map(float, shares.groups())
+    assert correct == 25.0 and matches >= 60.0 and abs(correct + matches + other - 100) < 0.2
+    assert sorted(p.name for p in out_dir.iterdir()) == ["category_map.png", "digit_distribution.png", "training_curves.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in out_dir.iterdir())
+
+
+def test_plot_an_imported_run_and_the_grokking_layout(tiny_run, tmp_path, capsys):
+    from equiv_tools import ModularTask, TrainConfig, train
+
+    imported = tmp_path / "imported"
+    shutil.copytree(tiny_run.path, imported)
+    (imported / "metrics.csv").unlink()
+    code, out, _ = run_cli(capsys, "plot", imported, "--out", tmp_path / "a", "--format", "svg", "--ood-digits", "2", "--seed", "1")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == f"skipped training_curves: {imported} has no metrics.csv (an imported run has no training history)"
+    assert [line.split(":")[0] for line in lines[1:]] == [f"wrote {tmp_path / 'a' / 'category_map.svg'}", f"wrote {tmp_path / 'a' / 'digit_distribution.svg'}"]
+    assert all(p.read_text().lstrip().startswith("<?xml") and "<svg" in p.read_text() for p in (tmp_path / "a").iterdir())
+
+    grok = tmp_path / "grok"
+    train(ModularTask(p=7), grok, preset="grokking", train_cfg=TrainConfig(steps=2, eval_every=1, checkpoint_every=1),
+          model_overrides=dict(d_model=16, d_head=8, n_heads=2, d_mlp=32), progress=False)
+    code, out, _ = run_cli(capsys, "plot", grok, "--out", tmp_path / "b")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == f"wrote {tmp_path / 'b' / 'training_curves.png'}"
+    assert re.fullmatch(rf"wrote {re.escape(str(tmp_path / 'b' / 'category_map.png'))}: correct [\d.]+%, matches \(a \+ b\) mod 7 0.0%, other [\d.]+%", lines[1]), lines[1]
+    assert lines[2] == "skipped digit_distribution: the grokking layout answers with one token, not digits"
+    code, _, err = run_cli(capsys, "plot", grok, "--out", tmp_path / "c", "--ood-digits", "2")
+    assert code == 2 and "has no OOD split" in err and not (tmp_path / "c").exists()
 
 
 def test_relations_json(tiny_run, capsys):
