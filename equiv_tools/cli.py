@@ -24,6 +24,7 @@ from typing import Optional
 
 from .config import ACT_FNS, MODEL_FIELDS, PRESETS, RunConfig, TrainConfig, config_fields, model_config, require_new_run_dir
 from .errors import InputError
+from .paths import shipped_runs
 from .tasks import TASKS, make_task
 
 # --- argument types ---------------------------------------------------------------------------------
@@ -240,9 +241,9 @@ def _add_device(p: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
     p.add_argument("--device", default="cpu", help=help)
 
 
-def _add_sampling_args(p: argparse.ArgumentParser, n_help: str) -> None:
+def _add_sampling_args(p: argparse.ArgumentParser, run_help: str, n_help: str) -> None:
     """evaluate's and relations' options: a run, and how many pairs of which OOD width to sample."""
-    p.add_argument("run_dir", type=Path, help="a run directory")
+    p.add_argument("run_dir", type=Path, help=run_help)
     p.add_argument("--ood-digits", type=_positive_int, help="digits of the OOD operands (default: train digits + 1)")
     p.add_argument("--n", type=_positive_int, default=10_000, help=n_help)
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampled pairs")
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="equiv-tools", description="Train and analyse small transformers on arithmetic.",
                                      formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_help = f"a run directory, or a shipped run's name ({', '.join(shipped_runs()) or 'none installed'})"
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
@@ -263,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    _add_sampling_args(command("evaluate", "ID and OOD exact-match accuracy of a run"), "pairs per split")
+    _add_sampling_args(command("evaluate", "ID and OOD exact-match accuracy of a run"), run_help, "pairs per split")
 
     p = command("import-mingpt", "import a minGPT checkpoint (e.g. the paper's) as a run directory")
     p.add_argument("src", type=Path, help="the minGPT .pt file")
@@ -273,24 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p, "checked as elsewhere (cpu, cuda, cuda:N or auto); the import itself runs on the CPU")
 
     p = command("predict", "greedy answers for the pairs in a CSV with columns a,b")
-    p.add_argument("run_dir", type=Path, help="a run directory")
+    p.add_argument("run_dir", type=Path, help=run_help)
     p.add_argument("--input", type=Path, required=True, help="CSV with columns a,b (non-negative integers)")
     p.add_argument("--output", type=Path, required=True, help="CSV to write: a,b,prediction (its folder must exist)")
     _add_device(p)
 
-    _add_sampling_args(command("relations", "rank candidate relations by agreement with the model on OOD inputs"), "OOD pairs")
+    _add_sampling_args(command("relations", "rank candidate relations by agreement with the model on OOD inputs"), run_help, "OOD pairs")
 
     p = command("reproduce", "the paper's headline numbers on its checkpoints and the kit's models")
     p.add_argument("--paper-dir", type=Path,
                    help="folder holding exploregpt-adder/ (default: $EQUIV_TOOLS_PAPER_DIR, else ../shared/paper)")
-    p.add_argument("--data-dir", type=Path, help="the kit's shipped runs (default: data/ of this checkout)")
+    p.add_argument("--data-dir", type=Path, help="a folder of run directories (default: the shipped runs: "
+                   "$EQUIV_TOOLS_DATA_DIR, else the package's data)")
     p.add_argument("--n", type=_positive_int, default=5000, help="pairs per split and model")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampled pairs")
     _add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     p = command("plot", "save a run's main figures: training curves, category map, digit distribution")
-    p.add_argument("run_dir", type=Path, help="a run directory")
+    p.add_argument("run_dir", type=Path, help=run_help)
     p.add_argument("--out", type=Path, required=True, help="folder for the figures (made if missing)")
     p.add_argument("--format", choices=["png", "svg"], default="png", help="image format")
     p.add_argument("--ood-digits", type=_positive_int,
@@ -323,12 +326,13 @@ def format_table(rows: list[dict], columns: dict[str, str]) -> str:
 
 
 def _evaluation_text(result: dict) -> str:
-    rows = [{"split": "ID (held out)", "pairs": result["n_id"], "accuracy": result["id_accuracy"]}]
+    rows = [{"split": "ID", "pairs": result["n_id"], "accuracy": result["id_accuracy"], "which": result["id_pairs"]}]
     if result["ood_digits"] is not None:
-        rows.append({"split": f"OOD ({result['ood_digits']}-digit operands)", "pairs": result["n_ood"], "accuracy": result["ood_accuracy"]})
+        rows.append({"split": "OOD", "pairs": result["n_ood"], "accuracy": result["ood_accuracy"], "which": f"{result['ood_digits']}-digit operands"})
     head = f"{result['run']}: {result['task']}"
     tail = [] if result["ood_digits"] is not None else ["(no OOD split: every pair is in the task's domain)"]
-    return "\n".join([head, format_table(rows, {"split": "split", "pairs": "pairs", "accuracy": "accuracy"}), *tail])
+    table = format_table(rows, {"split": "split", "pairs": "pairs", "accuracy": "accuracy", "which": "which pairs"})
+    return "\n".join([head, table, *tail])
 
 
 def _relations_text(report: dict) -> str:
@@ -437,7 +441,7 @@ def _cmd_predict(args, argv) -> int:
     if args.output.is_dir():
         raise InputError(f"--output {args.output} is a folder; name a CSV file to write")
     if not args.output.parent.is_dir():
-        raise InputError(f"cannot write {args.output}: the folder {args.output.parent} does not exist")
+        raise InputError(f"cannot write {args.output}: the folder {args.output.parent} does not exist; create it first")
     if not args.input.is_file():
         raise InputError(f"{args.input} does not exist")
     device = _device(args)
@@ -474,7 +478,6 @@ def _cmd_reproduce(args, argv) -> int:
 def _cmd_plot(args, argv) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file; name a folder for the figures")
-    RunConfig.read(args.run_dir)  # a missing or damaged run answers before torch is imported
     device = _device(args)
     from .models import load_run
 
@@ -520,7 +523,7 @@ def run_figures(run, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
     - ``category_map``: model vs truth vs the best relation over a grid straddling the ID/OOD boundary
       (a, b from 10**train_digits - 50 to 10**train_digits + 49), or over all p x p pairs of the grokking layout.
     - ``digit_distribution``: per-position output digits over a 100 x 100 grid of random OOD operands
-      (skipped for the grokking layout, whose answer is one token, not digits).
+      (skipped for tasks without OOD inputs, i.e. the grokking layout, whose answer is one token, not digits).
     """
     import numpy as np
 
@@ -530,7 +533,7 @@ def run_figures(run, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
     from .training import read_metrics
 
     task, figures = run.task, {}
-    if task.kind == "modular":
+    if not task.has_ood:
         if ood_digits is not None:
             task.sample_ood(1, ood_digits)  # says there is no OOD split
         values, ood = np.arange(task.p), None

@@ -65,8 +65,8 @@ def test_predict_csv(tiny_run, tmp_path, capsys):
 def test_predict_the_shipped_example(tmp_path, capsys):
     """docs/examples/pairs.csv (the README's example): the truth in distribution, (a mod 1000) + (b mod 1000) outside."""
     out_csv = tmp_path / "preds.csv"
-    code, out, _ = run_cli(capsys, "predict", ADD3, "--input", EXAMPLE_PAIRS, "--output", out_csv)
-    assert code == 0 and out == f"predicted 5 pairs with {ADD3} -> {out_csv} (ID 4, OOD 1)\n"
+    code, out, _ = run_cli(capsys, "predict", "add3_nano", "--input", EXAMPLE_PAIRS, "--output", out_csv)  # a shipped run, by name
+    assert code == 0 and out == f"predicted 5 pairs with add3_nano -> {out_csv} (ID 4, OOD 1)\n"
     frame = pd.read_csv(out_csv)
     in_id = (frame.a < 1000) & (frame.b < 1000)
     assert (frame.prediction[in_id] == frame.a[in_id] + frame.b[in_id]).all() and in_id.sum() == 4
@@ -79,7 +79,8 @@ def test_predict_into_a_missing_folder_writes_nothing(tmp_path, capsys, monkeypa
     monkeypatch.setattr(models, "load_run", lambda *a, **k: pytest.fail("loaded the model before checking --output"))
     target = tmp_path / "missing" / "preds.csv"
     code, out, err = run_cli(capsys, "predict", ADD3, "--input", EXAMPLE_PAIRS, "--output", target)
-    assert code == 2 and out == "" and err == f"equiv-tools: error: cannot write {target}: the folder {target.parent} does not exist\n"
+    assert code == 2 and out == ""
+    assert err == f"equiv-tools: error: cannot write {target}: the folder {target.parent} does not exist; create it first\n"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -88,10 +89,13 @@ def test_plain_output_is_a_table(tiny_run, tmp_path, capsys):
     result = json.loads(run_cli(capsys, "evaluate", tiny_run.path, "--n", "100", "--json")[1])
     lines = out.splitlines()
     assert code == 0 and lines[0] == f"{tiny_run.path}: {tiny_run.task.describe()}"
-    assert lines[1].split() == ["split", "pairs", "accuracy"]
-    assert lines[2].split() == ["ID", "(held", "out)", str(result["n_id"]), f"{result['id_accuracy']:.4f}"]
-    assert lines[3].split() == ["OOD", "(2-digit", "operands)", "100", f"{result['ood_accuracy']:.4f}"]
-    assert len({len(line) for line in lines[1:]}) == 1  # right-aligned numbers end in one column
+    assert lines[1].split() == ["split", "pairs", "accuracy", "which", "pairs"]
+    assert lines[2].split() == ["ID", str(result["n_id"]), f"{result['id_accuracy']:.4f}", *result["id_pairs"].split()]
+    assert lines[3].split() == ["OOD", "100", f"{result['ood_accuracy']:.4f}", "2-digit", "operands"]
+    # columns line up: numbers end under their header's end, text starts under its header's start
+    end, start = lines[1].index("accuracy") + len("accuracy"), lines[1].index("which pairs")
+    assert lines[2][:end].endswith(f" {result['id_accuracy']:.4f}") and lines[3][:end].endswith(f" {result['ood_accuracy']:.4f}")
+    assert lines[2][start:] == result["id_pairs"] and lines[3][start:] == "2-digit operands"
 
     code, out, _ = run_cli(capsys, "relations", tiny_run.path, "--ood-digits", "2", "--n", "200")
     report = json.loads(run_cli(capsys, "relations", tiny_run.path, "--ood-digits", "2", "--n", "200", "--json")[1])
