@@ -186,7 +186,7 @@ def test_plot_an_imported_run_and_the_grokking_layout(tiny_run, tmp_path, capsys
     lines = out.splitlines()
     assert code == 0 and lines[0] == f"wrote {tmp_path / 'b' / 'training_curves.png'}"
     assert re.fullmatch(rf"wrote {re.escape(str(tmp_path / 'b' / 'category_map.png'))}: correct [\d.]+%, matches \(a \+ b\) mod 7 0.0%, other [\d.]+%", lines[1]), lines[1]
-    assert lines[2] == "skipped digit_distribution: the grokking layout answers with one token, not digits"
+    assert lines[2] == "skipped digit_distribution: the grokking layout has no OOD inputs, and answers with one token, not digits"
     code, _, err = run_cli(capsys, "plot", grok, "--out", tmp_path / "c", "--ood-digits", "2")
     assert code == 2 and "has no OOD split" in err and not (tmp_path / "c").exists()
 
