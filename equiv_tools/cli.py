@@ -2,19 +2,32 @@
 
 Arguments are parsed and validated with the torch-free modules first, so a
 usage error answers at once; a bad input exits with status 2 and one line
-naming the problem, never a traceback.
+naming the problem, never a traceback. ``--device`` is resolved (which imports
+torch) once the other arguments are known to be valid, before any work.
+
+The ``train`` flags are generated from ``TrainConfig`` and ``MODEL_FIELDS``:
+a new training field gets a flag, and ``--help`` shows the dataclass's real
+default. Training and model flags default to "not given", so ``--resume``
+passes on only the options written on the command line.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
 import sys
+from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Optional
 
-from .config import PRESETS, TrainConfig, require_new_run_dir
+from .config import ACT_FNS, MODEL_FIELDS, PRESETS, RunConfig, TrainConfig, config_fields, model_config, require_new_run_dir
 from .errors import InputError
+from .paths import shipped_runs
 from .tasks import TASKS, make_task
+
+# --- argument types ---------------------------------------------------------------------------------
 
 
 def _int_at_least(minimum: int, what: str):
@@ -34,20 +47,85 @@ _positive_int = _int_at_least(1, "positive")
 _non_negative_int = _int_at_least(0, "non-negative")
 
 
-def _batch_size(text: str) -> Optional[int]:
-    return None if text == "full" else _positive_int(text)
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _or_word(parse, word: str):
+    """``parse``, except that ``word`` (any case) means None."""
+
+    def parse_or_none(text: str):
+        if text.strip().lower() == word:
+            return None
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}; or {word!r}") from None
+
+    return parse_or_none
+
+
+def _normalization(text: str) -> Optional[str]:
+    if text.strip().lower() not in ("ln", "none"):
+        raise argparse.ArgumentTypeError(f"expected LN or none, got {text!r}")
+    return "LN" if text.strip().lower() == "ln" else None
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says it or there is none (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value) -> str:
+    return "none" if value is None else str(value)
+
+
+# --- task options -----------------------------------------------------------------------------------
+
+TASK_FIELDS = ("train_digits", "width", "p", "op", "train_fraction")
+
+
+def _task_default_text(name: str) -> str:
+    """The task classes' own defaults for field ``name``, e.g. 'addition 5, multiplication 4, modular_digits 5'."""
+    values = {kind: _shown(f.default) for kind, cls in TASKS.items() for f in dataclass_fields(cls) if f.name == name}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{kind} {value}" for kind, value in values.items())
 
 
 def _add_task_args(p: argparse.ArgumentParser, task_required: bool = True) -> None:
-    p.add_argument("--task", choices=list(TASKS), required=task_required, help="the task's kind")
-    p.add_argument("--train-digits", type=_positive_int, help="ID operands have at most this many digits")
-    p.add_argument("--width", type=_positive_int, help="operand width in the digit layout (default 5 for addition)")
-    p.add_argument("--p", type=_positive_int, help="the modulus, for the modular tasks (default 113)")
-    p.add_argument("--op", choices=["add", "mul"], help="the modular tasks' operation (default add)")
-    p.add_argument("--train-fraction", type=float, help="share of pairs trained on, grokking layout (default 0.3)")
-
-
-TASK_FIELDS = ("train_digits", "width", "p", "op", "train_fraction")
+    g = p.add_argument_group("task")
+    g.add_argument("--task", choices=list(TASKS), required=task_required,
+                   help="the task's kind" + ("" if task_required else " (required unless --resume)"))
+    for flag, kind, text in (
+        ("--train-digits", dict(type=_positive_int), "ID operands have at most this many digits"),
+        ("--width", dict(type=_positive_int), "operand width of the digit layouts"),
+        ("--p", dict(type=_positive_int), "the modulus of the modular tasks"),
+        ("--op", dict(choices=["add", "mul"]), "the modular tasks' operation"),
+        ("--train-fraction", dict(type=float), "share of all pairs trained on, grokking layout"),
+    ):
+        g.add_argument(flag, **kind, help=f"{text} (default: {_task_default_text(flag[2:].replace('-', '_'))})")
 
 
 def _task_from_args(args):
@@ -55,105 +133,295 @@ def _task_from_args(args):
     return make_task(args.task, **fields)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="equiv-tools", description="Train and analyse small transformers on arithmetic.")
-    sub = parser.add_subparsers(dest="command", required=True)
+# --- training and model options (generated) ---------------------------------------------------------
 
-    p = sub.add_parser("train", help="train a model into a new run directory, or --resume one")
+TRAIN_FIELDS = tuple(f.name for f in config_fields(TrainConfig))
+
+# One help line per TrainConfig field (tests/test_cli_options.py checks that every field has one).
+TRAIN_HELP = {
+    "steps": "optimizer steps in all (with --resume: train on to this step)",
+    "batch_size": "minibatch size, or 'full' for full-batch training",
+    "lr": "AdamW learning rate, reached after warmup",
+    "weight_decay": "AdamW weight decay",
+    "beta1": "AdamW beta1",
+    "beta2": "AdamW beta2",
+    "warmup_steps": "steps of linear learning-rate warmup",
+    "grad_clip": "clip the gradient norm to this, or 'none'",
+    "eval_every": "measure train / ID / OOD accuracy every this many steps",
+    "checkpoint_every": "save a checkpoint every this many steps",
+    "n_train": "training pairs",
+    "n_test": "held-out ID test pairs",
+    "n_eval": "pairs per split at each evaluation",
+    "ood_digits": "digits of the OOD operands evaluated during training (digit tasks)",
+    "seed": "seed of the data split, the initialisation and the minibatches",
+}
+TRAIN_NONE_WORDS = {"batch_size": "full", "grad_clip": "none"}  # the word that stands for None on the command line
+TRAIN_NONE_DEFAULTS = {"n_train": "the task's split", "n_test": "the task's split", "ood_digits": "train digits + 1"}
+TRAIN_INT_MINIMUM = {"warmup_steps": 0, "seed": 0}  # other integer fields must be positive
+
+
+def _train_field_type(field):
+    if field.type is int:
+        minimum = TRAIN_INT_MINIMUM.get(field.name, 1)
+        parse = _int_at_least(minimum, "positive" if minimum == 1 else "non-negative")
+    elif field.type is float:
+        parse = _number  # TrainConfig checks the range and says what to use
+    else:
+        raise TypeError(f"no command-line type for TrainConfig.{field.name} ({field.type})")
+    word = TRAIN_NONE_WORDS.get(field.name)
+    return _or_word(parse, word) if field.optional and word else parse
+
+
+def _train_field_default(field) -> str:
+    if field.default is None:
+        return TRAIN_NONE_WORDS.get(field.name) or TRAIN_NONE_DEFAULTS.get(field.name, "none")
+    return str(field.default)
+
+
+MODEL_OVERRIDES = tuple(name for name in MODEL_FIELDS if name != "seed")  # the model's seed is the training seed
+MODEL_ARGS = {  # type or choices, and one help line, per overridable model field
+    "n_layers": (dict(type=_positive_int), "transformer blocks"),
+    "n_heads": (dict(type=_positive_int), "attention heads per block"),
+    "d_model": (dict(type=_positive_int), "width of the residual stream"),
+    "d_head": (dict(type=_positive_int), "width of each attention head"),
+    "d_mlp": (dict(type=_positive_int), "hidden width of each MLP"),
+    "act_fn": (dict(choices=list(ACT_FNS)), "the MLPs' activation function"),
+    "normalization_type": (dict(type=_normalization, metavar="{LN,none}"), "LN (LayerNorm) or none"),
+    "eps": (dict(type=_positive_number), "LayerNorm epsilon"),
+}
+
+
+def _preset_values() -> dict[str, dict]:
+    """Each preset's model fields as model_config fills them in (the task only sets n_ctx and d_vocab)."""
+    task = make_task("addition")
+    return {preset: model_config(task, preset) for preset in PRESETS}
+
+
+PRESET_DEFAULT = inspect.signature(model_config).parameters["preset"].default  # model_config's own default
+
+
+def _preset_default_text(name: str, presets: dict[str, dict]) -> str:
+    values = {preset: _shown(cfg[name]) for preset, cfg in presets.items()}
+    if len(set(values.values())) == 1:
+        return f"from the preset: {next(iter(values.values()))}"
+    return "from the preset: " + ", ".join(f"{preset} {value}" for preset, value in values.items())
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_task_args(p, task_required=False)
-    p.add_argument("--preset", choices=list(PRESETS), default="nano")
-    p.add_argument("--out", type=Path, help="the new run directory")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its latest checkpoint")
-    defaults = TrainConfig()
-    p.add_argument("--steps", type=_positive_int)
-    p.add_argument("--batch-size", type=_batch_size, default=defaults.batch_size, help="an integer, or 'full'")
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps)
-    p.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
-    p.add_argument("--eval-every", type=_positive_int, default=defaults.eval_every)
-    p.add_argument("--checkpoint-every", type=_positive_int, default=defaults.checkpoint_every)
-    p.add_argument("--n-train", type=_positive_int)
-    p.add_argument("--n-test", type=_positive_int)
-    p.add_argument("--n-eval", type=_positive_int, default=defaults.n_eval)
-    p.add_argument("--ood-digits", type=_positive_int)
-    p.add_argument("--seed", type=_non_negative_int, default=defaults.seed)
+
+    g = p.add_argument_group("model", "model fields override the preset's; not with --resume")
+    g.add_argument("--preset", choices=list(PRESETS), default=argparse.SUPPRESS, help=f"the model's size and shape (default: {PRESET_DEFAULT})")
+    presets = _preset_values()
+    for name in MODEL_OVERRIDES:
+        kind, text = MODEL_ARGS[name]
+        g.add_argument(_flag(name), **kind, default=argparse.SUPPRESS, help=f"{text} (default: {_preset_default_text(name, presets)})")
+
+    g = p.add_argument_group("training", "TrainConfig fields; with --resume, the run's recorded value unless given")
+    for field in config_fields(TrainConfig):
+        text = TRAIN_HELP.get(field.name, f"TrainConfig.{field.name}")
+        g.add_argument(_flag(field.name), type=_train_field_type(field), default=argparse.SUPPRESS, help=f"{text} (default: {_train_field_default(field)})")
+
+    p.add_argument("--out", type=Path, help="the new run directory (required unless --resume)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue this run from its latest checkpoint (default: train a new run into --out)")
+
+
+def _given(args, names) -> dict:
+    """The options among ``names`` written on the command line (their parser default is SUPPRESS)."""
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+# --- the parser -------------------------------------------------------------------------------------
+
+DEVICE_HELP = "where the model runs: cpu, cuda, cuda:N or auto (CUDA when there is one)"
+
+
+def _add_device(p: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
+    p.add_argument("--device", default="cpu", help=help)
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, run_help: str, n_help: str) -> None:
+    """evaluate's and relations' options: a run, and how many pairs of which OOD width to sample."""
+    p.add_argument("run_dir", type=Path, help=run_help)
+    p.add_argument("--ood-digits", type=_positive_int, help="digits of the OOD operands (default: train digits + 1)")
+    p.add_argument("--n", type=_positive_int, default=10_000, help=n_help)
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampled pairs")
+    _add_device(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="equiv-tools", description="Train and analyse small transformers on arithmetic.",
+                                     formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_help = f"a run directory, or a shipped run's name ({', '.join(shipped_runs()) or 'none installed'})"
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    p = command("train", "train a model into a new run directory, or --resume one")
+    _add_train_args(p)
+    _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("evaluate", help="ID and OOD exact-match accuracy of a run")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--ood-digits", type=_positive_int)
-    p.add_argument("--n", type=_positive_int, default=10_000)
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    _add_sampling_args(command("evaluate", "ID and OOD exact-match accuracy of a run"), run_help, "pairs per split")
 
-    p = sub.add_parser("import-mingpt", help="import a minGPT checkpoint (e.g. the paper's) as a run directory")
-    p.add_argument("src", type=Path)
-    p.add_argument("out_dir", type=Path)
+    p = command("import-mingpt", "import a minGPT checkpoint (e.g. the paper's) as a run directory")
+    p.add_argument("src", type=Path, help="the minGPT .pt file")
+    p.add_argument("out_dir", type=Path, help="the new run directory")
     _add_task_args(p)
     p.add_argument("--n-heads", type=_positive_int, default=3, help="attention heads (gpt-nano: 3)")
+    _add_device(p, "checked as elsewhere (cpu, cuda, cuda:N or auto); the import itself runs on the CPU")
 
-    p = sub.add_parser("predict", help="greedy answers for the pairs in a CSV with columns a,b")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--input", type=Path, required=True)
-    p.add_argument("--output", type=Path, required=True)
+    p = command("predict", "greedy answers for the pairs in a CSV with columns a,b")
+    p.add_argument("run_dir", type=Path, help=run_help)
+    p.add_argument("--input", type=Path, required=True, help="CSV with columns a,b (non-negative integers)")
+    p.add_argument("--output", type=Path, required=True, help="CSV to write: a,b,prediction (its folder must exist)")
+    _add_device(p)
 
-    p = sub.add_parser("relations", help="rank candidate relations by agreement with the model on OOD inputs")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--ood-digits", type=_positive_int)
-    p.add_argument("--n", type=_positive_int, default=10_000)
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--json", action="store_true")
+    _add_sampling_args(command("relations", "rank candidate relations by agreement with the model on OOD inputs"), run_help, "OOD pairs")
 
-    p = sub.add_parser("reproduce", help="the paper's headline numbers on its checkpoints and the kit's models")
-    p.add_argument("--paper-dir", type=Path, help="folder holding exploregpt-adder/ (else $EQUIV_TOOLS_PAPER_DIR, else ../shared/paper)")
-    p.add_argument("--data-dir", type=Path, default=None, help="the kit's shipped runs (default: data/ of this checkout)")
-    p.add_argument("--n", type=_positive_int, default=5000)
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--json", action="store_true")
+    p = command("reproduce", "the paper's headline numbers on its checkpoints and the kit's models")
+    p.add_argument("--paper-dir", type=Path,
+                   help="folder holding exploregpt-adder/ (default: $EQUIV_TOOLS_PAPER_DIR, else ../shared/paper)")
+    p.add_argument("--data-dir", type=Path, help="a folder of run directories (default: the shipped runs: "
+                   "$EQUIV_TOOLS_DATA_DIR, else the package's data)")
+    p.add_argument("--n", type=_positive_int, default=5000, help="pairs per split and model")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampled pairs")
+    _add_device(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    p = command("plot", "save a run's main figures: training curves, category map, digit distribution")
+    p.add_argument("run_dir", type=Path, help=run_help)
+    p.add_argument("--out", type=Path, required=True, help="folder for the figures (made if missing)")
+    p.add_argument("--format", choices=["png", "svg"], default="png", help="image format")
+    p.add_argument("--ood-digits", type=_positive_int,
+                   help="digits of the OOD operands for the digit distribution (default: train digits + 1)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the OOD sample and of the relation search")
+    _add_device(p)
     return parser
 
 
-def _print(obj, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(obj))
-    else:
-        for key, value in obj.items():
-            print(f"{key}: {value}")
+# --- output -----------------------------------------------------------------------------------------
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_table(rows: list[dict], columns: dict[str, str]) -> str:
+    """``rows`` as an aligned text table; ``columns`` maps row keys to headers. Numbers are right-aligned, None is '-'."""
+    numeric = [all(row.get(key) is None or isinstance(row.get(key), (int, float)) for row in rows) for key in columns]
+    lines = [list(columns.values())] + [[_cell(row.get(key)) for key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(text.rjust(w) if num else text.ljust(w) for text, w, num in zip(line, widths, numeric)).rstrip()
+        for line in lines
+    )
+
+
+def _evaluation_text(result: dict) -> str:
+    rows = [{"split": "ID", "pairs": result["n_id"], "accuracy": result["id_accuracy"], "which": result["id_pairs"]}]
+    if result["ood_digits"] is not None:
+        rows.append({"split": "OOD", "pairs": result["n_ood"], "accuracy": result["ood_accuracy"], "which": f"{result['ood_digits']}-digit operands"})
+    head = f"{result['run']}: {result['task']}"
+    tail = [] if result["ood_digits"] is not None else ["(no OOD split: every pair is in the task's domain)"]
+    table = format_table(rows, {"split": "split", "pairs": "pairs", "accuracy": "accuracy", "which": "which pairs"})
+    return "\n".join([head, table, *tail])
+
+
+def _relations_text(report: dict) -> str:
+    n_digits = max((len(r["per_digit"]) for r in report["relations"]), default=0)
+    columns = {"relation": "relation", "accuracy": "accuracy", **{f"d{j}": f"digit {j}" for j in range(n_digits)}}
+    rows = [{"relation": r["relation"], "accuracy": r["accuracy"], **{f"d{j}": x for j, x in enumerate(r["per_digit"])}}
+            for r in report["relations"]]
+    head = (f"{report['n']} OOD pairs with {report['ood_digits']}-digit operands "
+            "(accuracy: exact matches; digit j: agreement at answer position j, 0 = units)")
+    return head + "\n" + format_table(rows, columns)
+
+
+def _reproduce_text(rows: list[dict]) -> str:
+    columns = {"model": "model", "task": "task", "id_accuracy": "ID acc", "ood_accuracy": "OOD acc",
+               "best_relation": "best relation on OOD", "best_relation_accuracy": "its acc", "status": "status"}
+    notes = [f"{row['model']}: {row['reason']}" for row in rows if row.get("reason")]
+    return "\n".join([format_table(rows, columns), *notes])
+
+
+def _final_accuracies(metrics) -> str:
+    final = metrics[metrics.step == metrics.step.max()]
+    return ", ".join(f"{r.split} accuracy {r.accuracy:.4f}" for r in final.itertuples())
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def _device(args) -> str:
+    """``args.device`` resolved ('auto' -> 'cuda:0' or 'cpu'); InputError where it names a GPU this machine lacks."""
+    from .devices import resolve_device
+
+    return str(resolve_device(args.device))
+
+
+def _device_kwargs(fn, device: str) -> dict:
+    """``{"device": device}`` for a library function that takes one. TODO: drop once reproduce() takes ``device``;
+    until then such a function runs on the CPU, and asking for another device is an error, not silently ignored."""
+    if "device" in inspect.signature(fn).parameters:
+        return {"device": device}
+    if device != "cpu":
+        raise InputError(f"{fn.__name__} runs on the CPU only in this version of equiv-tools; use --device cpu")
+    return {}
 
 
 def _cmd_train(args, argv) -> int:
+    training = _given(args, TRAIN_FIELDS)
     if args.resume is not None:
-        if args.out is not None or args.task is not None:
-            raise InputError("--resume continues an existing run: do not pass --out or --task with it")
-        from .training import resume
-
-        resume(args.resume, steps=args.steps, progress=not args.quiet)
-        print(f"resumed {args.resume}")
-        return 0
+        return _resume(args, training)
     if args.task is None or args.out is None:
         raise InputError("train needs --task and --out (or --resume RUN_DIR)")
     task = _task_from_args(args)
-    cfg = TrainConfig(
-        steps=args.steps or TrainConfig().steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, n_train=args.n_train, n_test=args.n_test, n_eval=args.n_eval,
-        ood_digits=args.ood_digits, seed=args.seed,
-    )
-    require_new_run_dir(args.out)  # before importing torch
+    cfg = TrainConfig(**training)
+    preset = getattr(args, "preset", PRESET_DEFAULT)
+    overrides = _given(args, MODEL_OVERRIDES)
+    model_config(task, preset, seed=cfg.seed, **overrides)  # checks the model fields before torch is imported
+    require_new_run_dir(args.out)
+    device = _device(args)
     from .training import train
 
-    metrics = train(task, args.out, preset=args.preset, train_cfg=cfg, command=["equiv-tools", *argv], progress=not args.quiet)
-    final = metrics[metrics.step == metrics.step.max()]
-    print(f"trained {args.out}: " + ", ".join(f"{r.split} accuracy {r.accuracy:.4f}" for r in final.itertuples()))
+    metrics = train(task, args.out, preset=preset, train_cfg=cfg, model_overrides=overrides, command=["equiv-tools", *argv],
+                    progress=not args.quiet, device=device)
+    print(f"trained {args.out}: {_final_accuracies(metrics)}")
+    return 0
+
+
+def _resume(args, training: dict) -> int:
+    fixed = [name for name in ("task", *TASK_FIELDS) if getattr(args, name) is not None]
+    fixed += [*_given(args, ("preset", *MODEL_OVERRIDES))] + (["out"] if args.out is not None else [])
+    if fixed:
+        raise InputError(f"--resume keeps the run's task and model; drop {', '.join(map(_flag, fixed))} "
+                         "(only training options, --device and --quiet go with --resume)")
+    recorded = RunConfig.read(args.resume)
+    if recorded.training is not None:  # the library checks again; this answers before torch is imported
+        TrainConfig.from_dict({**asdict(recorded.training), **training})
+    device = _device(args)
+    from .training import resume
+
+    metrics = resume(args.resume, progress=not args.quiet, device=device, **training)
+    print(f"resumed {args.resume}: {_final_accuracies(metrics)}")
     return 0
 
 
 def _cmd_evaluate(args, argv) -> int:
+    device = _device(args)
     from .evaluation import evaluate_run
     from .models import load_run
 
-    _print(evaluate_run(load_run(args.run_dir), n=args.n, ood_digits=args.ood_digits, seed=args.seed), args.json)
+    result = evaluate_run(load_run(args.run_dir, device=device), n=args.n, ood_digits=args.ood_digits, seed=args.seed)
+    print(json.dumps(result) if args.json else _evaluation_text(result))
     return 0
 
 
@@ -161,6 +429,7 @@ def _cmd_import(args, argv) -> int:
     task = _task_from_args(args)
     if not args.src.is_file():
         raise InputError(f"{args.src} does not exist")
+    _device(args)  # checked like everywhere; import_mingpt only converts weights to a file, so it stays on the CPU
     from .models import import_mingpt
 
     run = import_mingpt(args.src, args.out_dir, task, n_heads=args.n_heads, command=["equiv-tools", *argv])
@@ -169,36 +438,65 @@ def _cmd_import(args, argv) -> int:
 
 
 def _cmd_predict(args, argv) -> int:
+    if args.output.is_dir():
+        raise InputError(f"--output {args.output} is a folder; name a CSV file to write")
+    if not args.output.parent.is_dir():
+        raise InputError(f"cannot write {args.output}: the folder {args.output.parent} does not exist; create it first")
+    if not args.input.is_file():
+        raise InputError(f"{args.input} does not exist")
+    device = _device(args)
     from .evaluation import predict_csv
     from .models import load_run
 
-    predict_csv(load_run(args.run_dir), args.input, args.output)
+    run = load_run(args.run_dir, device=device)
+    frame = predict_csv(run, args.input, args.output)
+    n_id = int(run.task.is_in_distribution(frame["a"], frame["b"]).sum()) if len(frame) else 0
+    pairs = "pair" if len(frame) == 1 else "pairs"
+    print(f"predicted {len(frame)} {pairs} with {args.run_dir} -> {args.output} (ID {n_id}, OOD {len(frame) - n_id})")
     return 0
 
 
 def _cmd_relations(args, argv) -> int:
+    device = _device(args)
     from .discovery import relations_report
     from .models import load_run
 
-    _print(relations_report(load_run(args.run_dir), n=args.n, ood_digits=args.ood_digits, seed=args.seed), args.json)
+    report = relations_report(load_run(args.run_dir, device=device), n=args.n, ood_digits=args.ood_digits, seed=args.seed)
+    print(json.dumps(report) if args.json else _relations_text(report))
     return 0
 
 
 def _cmd_reproduce(args, argv) -> int:
+    device = _device(args)
     from .reproduce import reproduce
 
-    rows = reproduce(paper_dir=args.paper_dir, data_dir=args.data_dir, n=args.n, seed=args.seed)
-    if args.json:
-        print(json.dumps({"rows": rows}))
-    else:
-        for row in rows:
-            print(json.dumps(row))
+    rows = reproduce(paper_dir=args.paper_dir, data_dir=args.data_dir, n=args.n, seed=args.seed, **_device_kwargs(reproduce, device))
+    print(json.dumps({"rows": rows}) if args.json else _reproduce_text(rows))
+    return 0
+
+
+def _cmd_plot(args, argv) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file; name a folder for the figures")
+    device = _device(args)
+    from .models import load_run
+
+    run = load_run(args.run_dir, device=device)
+    figures = run_figures(run, ood_digits=args.ood_digits, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, (fig, note) in figures.items():
+        if fig is None:
+            print(f"skipped {name}: {note}")
+            continue
+        path = args.out / f"{name}.{args.format}"
+        fig.savefig(path, format=args.format)
+        print(f"wrote {path}" + (f": {note}" if note else ""))
     return 0
 
 
 COMMANDS = {
     "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import,
-    "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce,
+    "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot,
 }
 
 
@@ -215,3 +513,54 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
+
+
+# TODO(move to plots): the figures `equiv-tools plot` saves; it belongs beside the plot_* functions.
+def run_figures(run, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
+    """A run's main figures, name -> (Figure or None, note): the note says what a figure shows, or why it is skipped.
+
+    - ``training_curves``: ``metrics.csv`` (skipped for an imported run, which has none).
+    - ``category_map``: model vs truth vs the best relation over a grid straddling the ID/OOD boundary
+      (a, b from id_limit - 50 to id_limit + 49, the boundary marked), or over all p x p pairs of the grokking layout.
+    - ``digit_distribution``: per-position answer digits of the model, the truth and the relation over a
+      100 x 100 grid of random OOD operands (skipped for the grokking layout: it has no OOD inputs, and its
+      answer is one token, not digits).
+    """
+    import numpy as np
+
+    from .discovery import best_relation
+    from .maps import category_shares, classify, digit_distributions, grid_answers
+    from .plots import plot_category_map, plot_digit_distribution, plot_training_curves
+    from .training import read_metrics
+
+    task, name, figures = run.task, Path(run.path).name, {}
+    if task.has_ood:
+        ood = task.sample_ood(100, ood_digits, seed=seed)  # checks ood_digits before any decoding
+        values = np.arange(max(0, task.id_limit - 50), min(task.max_operand, task.id_limit + 49) + 1)
+    else:
+        if ood_digits is not None:
+            task.sample_ood(1, ood_digits)  # says there is no OOD split
+        ood, values = None, np.arange(task.id_limit)
+
+    if (Path(run.path) / "metrics.csv").is_file():
+        figures["training_curves"] = (plot_training_curves(read_metrics(run.path), title=name), "")
+    else:
+        figures["training_curves"] = (None, f"{run.path} has no metrics.csv (an imported run has no training history)")
+
+    relation = best_relation(run.model, task, seed=seed)
+    frame = classify(grid_answers(run.model, task, values, values), relation)
+    shares = category_shares(frame)
+    note = f"correct {shares['correct']:.1%}, matches {relation.name} {shares['matches relation']:.1%}, other {shares['other']:.1%}"
+    figures["category_map"] = (plot_category_map(frame, boundary=task.id_limit if task.has_ood else None), note)
+
+    if ood is None:
+        figures["digit_distribution"] = (None, "the grokking layout has no OOD inputs, and answers with one token, not digits")
+    else:
+        digits = task.train_digits + 1 if ood_digits is None else ood_digits
+        dist = digit_distributions(task, classify(grid_answers(run.model, task, *ood), relation))
+        figures["digit_distribution"] = (plot_digit_distribution(dist, title=f"{name}: answer digits on {digits}-digit operands"), "")
+    return figures
+
+
+if __name__ == "__main__":  # python -m equiv_tools.cli, as tests/test_reliability.py runs it
+    entry()

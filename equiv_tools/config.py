@@ -8,7 +8,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional, get_args, get_type_hints
 
 from .errors import InputError
 from .tasks import Task, task_from_dict
@@ -171,3 +171,28 @@ class RunConfig:
             )
         training = None if d["training"] is None else TrainConfig.from_dict(d["training"])
         return cls(task_from_dict(d["task"]), d["model"], training, d["provenance"])
+
+
+class FieldInfo(NamedTuple):
+    """One field of a config dataclass: its name, type (``Optional[X]`` gives X, with optional=True) and default."""
+
+    name: str
+    type: type
+    optional: bool
+    default: object
+
+
+def config_fields(cls) -> list[FieldInfo]:
+    """The fields of the dataclass ``cls`` with their resolved types and defaults, in declaration order.
+
+    The CLI builds its ``train`` flags from ``config_fields(TrainConfig)``, so a new field gets a flag and the
+    help shows the real default.
+    """
+    hints = get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        args = get_args(hints[f.name])
+        optional = type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hints[f.name]
+        out.append(FieldInfo(f.name, base, optional, f.default))
+    return out

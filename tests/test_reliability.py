@@ -24,20 +24,12 @@ from equiv_tools.training import read_metrics
 KILL_ARGS = [
     "--task", "addition", "--train-digits", "2", "--width", "3", "--steps", "24", "--batch-size", "32",
     "--n-train", "200", "--n-test", "100", "--n-eval", "50", "--eval-every", "1", "--checkpoint-every", "1",
-    "--seed", "3", "--quiet",
+    "--seed", "3", "--quiet", "--n-layers", "2", "--d-model", "256", "--d-head", "64", "--n-heads", "4", "--d-mlp", "1024",
 ]
-KILL_MODEL = dict(n_layers=2, d_model=256, d_head=64, n_heads=4, d_mlp=1024)
 
 
 def _train_command(*argv):
-    # the CLI has no flags for model overrides; the test reaches them through the Python API in a subprocess
-    code = (
-        "import sys; from equiv_tools import cli, training\n"
-        f"_train = training.train\n"
-        f"training.train = lambda *a, **k: _train(*a, model_overrides={KILL_MODEL!r}, **k)\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n"
-    )
-    return [sys.executable, "-c", code, *map(str, argv)]
+    return [sys.executable, "-m", "equiv_tools.cli", *map(str, argv)]
 
 
 def _state_step(run_dir):
