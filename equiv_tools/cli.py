@@ -367,16 +367,6 @@ def _device(args) -> str:
     return str(resolve_device(args.device))
 
 
-def _device_kwargs(fn, device: str) -> dict:
-    """``{"device": device}`` for a library function that takes one. TODO: drop once reproduce() takes ``device``;
-    until then such a function runs on the CPU, and asking for another device is an error, not silently ignored."""
-    if "device" in inspect.signature(fn).parameters:
-        return {"device": device}
-    if device != "cpu":
-        raise InputError(f"{fn.__name__} runs on the CPU only in this version of equiv-tools; use --device cpu")
-    return {}
-
-
 def _cmd_train(args, argv) -> int:
     training = _given(args, TRAIN_FIELDS)
     if args.resume is not None:
@@ -470,7 +460,7 @@ def _cmd_reproduce(args, argv) -> int:
     device = _device(args)
     from .reproduce import reproduce
 
-    rows = reproduce(paper_dir=args.paper_dir, data_dir=args.data_dir, n=args.n, seed=args.seed, **_device_kwargs(reproduce, device))
+    rows = reproduce(paper_dir=args.paper_dir, data_dir=args.data_dir, n=args.n, seed=args.seed, device=device)
     print(json.dumps({"rows": rows}) if args.json else _reproduce_text(rows))
     return 0
 
@@ -479,6 +469,7 @@ def _cmd_plot(args, argv) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file; name a folder for the figures")
     device = _device(args)
+    from .figures import run_figures
     from .models import load_run
 
     run = load_run(args.run_dir, device=device)
@@ -513,53 +504,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def entry() -> None:
     sys.exit(main())
-
-
-# TODO(move to plots): the figures `equiv-tools plot` saves; it belongs beside the plot_* functions.
-def run_figures(run, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
-    """A run's main figures, name -> (Figure or None, note): the note says what a figure shows, or why it is skipped.
-
-    - ``training_curves``: ``metrics.csv`` (skipped for an imported run, which has none).
-    - ``category_map``: model vs truth vs the best relation over a grid straddling the ID/OOD boundary
-      (a, b from id_limit - 50 to id_limit + 49, the boundary marked), or over all p x p pairs of the grokking layout.
-    - ``digit_distribution``: per-position answer digits of the model, the truth and the relation over a
-      100 x 100 grid of random OOD operands (skipped for the grokking layout: it has no OOD inputs, and its
-      answer is one token, not digits).
-    """
-    import numpy as np
-
-    from .discovery import best_relation
-    from .maps import category_shares, classify, digit_distributions, grid_answers
-    from .plots import plot_category_map, plot_digit_distribution, plot_training_curves
-    from .training import read_metrics
-
-    task, name, figures = run.task, Path(run.path).name, {}
-    if task.has_ood:
-        ood = task.sample_ood(100, ood_digits, seed=seed)  # checks ood_digits before any decoding
-        values = np.arange(max(0, task.id_limit - 50), min(task.max_operand, task.id_limit + 49) + 1)
-    else:
-        if ood_digits is not None:
-            task.sample_ood(1, ood_digits)  # says there is no OOD split
-        ood, values = None, np.arange(task.id_limit)
-
-    if (Path(run.path) / "metrics.csv").is_file():
-        figures["training_curves"] = (plot_training_curves(read_metrics(run.path), title=name), "")
-    else:
-        figures["training_curves"] = (None, f"{run.path} has no metrics.csv (an imported run has no training history)")
-
-    relation = best_relation(run.model, task, seed=seed)
-    frame = classify(grid_answers(run.model, task, values, values), relation)
-    shares = category_shares(frame)
-    note = f"correct {shares['correct']:.1%}, matches {relation.name} {shares['matches relation']:.1%}, other {shares['other']:.1%}"
-    figures["category_map"] = (plot_category_map(frame, boundary=task.id_limit if task.has_ood else None), note)
-
-    if ood is None:
-        figures["digit_distribution"] = (None, "the grokking layout has no OOD inputs, and answers with one token, not digits")
-    else:
-        digits = task.train_digits + 1 if ood_digits is None else ood_digits
-        dist = digit_distributions(task, classify(grid_answers(run.model, task, *ood), relation))
-        figures["digit_distribution"] = (plot_digit_distribution(dist, title=f"{name}: answer digits on {digits}-digit operands"), "")
-    return figures
 
 
 if __name__ == "__main__":  # python -m equiv_tools.cli, as tests/test_reliability.py runs it

@@ -55,7 +55,7 @@ def check_weights(model: TransformerBridge, weights: dict[str, torch.Tensor], so
             f"{source} does not match the model in config.json: missing {sorted(missing)[:4]}, "
             f"unexpected {sorted(unexpected)[:4]}"
         )
-    for key, tensor in weights.items():
+    for key, tensor in sorted(weights.items()):  # sorted: the same first mismatch named every time
         if tensor.shape != expected[key].shape:
             raise InputError(
                 f"{source} does not match the model in config.json: {key} has shape {tuple(tensor.shape)}, "

@@ -79,7 +79,7 @@ def _unavailable(model_name: str, task: str, reason: str) -> dict:
             "best_relation_accuracy": None, "status": "unavailable", "reason": reason}
 
 
-def reproduce(paper_dir=None, data_dir=None, n: int = 5000, seed: int = 0) -> list[dict]:
+def reproduce(paper_dir=None, data_dir=None, n: int = 5000, seed: int = 0, device: str = "cpu") -> list[dict]:
     """Rows for the paper's addition checkpoints and every run directory in ``data_dir`` (default: ``shipped_data_dir()``)."""
     rows = []
     for name in PAPER_CHECKPOINTS:
@@ -88,13 +88,13 @@ def reproduce(paper_dir=None, data_dir=None, n: int = 5000, seed: int = 0) -> li
         if path is None:
             rows.append(_unavailable(model_name, PAPER_TASK.describe(), reason))
         else:
-            rows.append({**summarize(load_mingpt(path, PAPER_TASK), model_name, n, seed), "status": "ok"})
+            rows.append({**summarize(load_mingpt(path, PAPER_TASK, device=device), model_name, n, seed), "status": "ok"})
     data_dir = shipped_data_dir() if data_dir is None else Path(data_dir)
     names = shipped_runs(data_dir)
     if not names:
         rows.append(_unavailable(f"kit/{data_dir}", "-", f"no run directories in {data_dir}"))
     for name in names:
-        rows.append({**summarize(load_run(data_dir / name), f"kit/{name}", n, seed), "status": "ok"})
+        rows.append({**summarize(load_run(data_dir / name, device=device), f"kit/{name}", n, seed), "status": "ok"})
     return rows
 
 

@@ -222,7 +222,9 @@ def resume(run_dir, progress: bool = True, device: str = "cpu", **overrides) -> 
         raise InputError(f"{run_dir} was imported, not trained by equiv-tools: there is nothing to resume")
     fixed = sorted(k for k in FIXED_ON_RESUME if k in overrides and overrides[k] != getattr(config.training, k))
     if fixed:
-        raise InputError(f"{', '.join(fixed)} define(s) the run's data and cannot change on resume; train a new run instead")
+        recorded = ", ".join(f"{k}={getattr(config.training, k)!r}" for k in fixed)
+        raise InputError(f"{' and '.join(fixed)} {'defines' if len(fixed) == 1 else 'define'} the run's data and cannot change "
+                         f"on resume (recorded: {recorded}); train a new run instead")
     cfg = TrainConfig.from_dict({**asdict(config.training), **overrides})
     state = read_json(run_dir / "state.json")
     start = state.get("step")

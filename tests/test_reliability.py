@@ -242,8 +242,8 @@ def _hashes(folder):
         (dict(steps=300), "already finished 300 of 300 steps"),
         (dict(steps=0), "steps must be a positive integer"),
         (dict(steps=400, lr=-1.0), "lr must be positive"),
-        (dict(steps=400, seed=5), "seed define"),
-        (dict(steps=400, n_train=10), "n_train define"),
+        (dict(steps=400, seed=5), "seed defines"),
+        (dict(steps=400, n_train=10), "n_train defines"),
         (dict(steps=400, colour=1), "unknown training field"),
     ],
 )
