@@ -193,3 +193,24 @@ def score_digits(model, task: Task, a, b, targets, batch_size: int = 4096) -> np
         prompt = torch.from_numpy(prompts[sl]).to(device)
         out[sl] = (_teacher_forced_argmax(forward, task, prompt, target) == target).cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def answer_probabilities(model, task: Task, a, b, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy answer tokens and the model's probability of each: (int64 [n, answer_len], float32 [n, answer_len]).
+
+    Column 0 is the first answer token (the units digit in the digit layout). Each probability is the
+    softmax at that answer position under teacher forcing on the greedy answer. Like ``score_digits``,
+    runs the lean forward where ``fast_path_blocker`` allows, else the bridge with its hooks.
+    """
+    a, b = task.check_operands(a, b)
+    tokens = greedy_decode(model, task, a, b, batch_size=batch_size)
+    prompts = task.encode_prompt(a, b)
+    forward = model if fast_path_blocker(model) is not None else LeanModel(model)
+    device = next(model.parameters()).device
+    probs = np.empty(tokens.shape, dtype=np.float32)
+    for sl in _slices(a.size, batch_size, False, "probabilities"):
+        answer = torch.from_numpy(tokens[sl]).to(device)
+        logits = forward(torch.cat([torch.from_numpy(prompts[sl]).to(device), answer[:, :-1]], dim=1))[:, task.prompt_len - 1 :]
+        probs[sl] = torch.softmax(logits.float(), dim=-1).gather(-1, answer[..., None])[..., 0].cpu().numpy()
+    return tokens, probs

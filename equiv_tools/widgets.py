@@ -1,17 +1,20 @@
 """ipywidgets explorers, composed from the Python API.
 
-* ``EquivalenceExplorer``: type or slide a and b, see the model's answer, the
-  truth, the best relation's answer, per-digit correctness, and the ID input
-  the model treats the pair as (1349 + 2705 -> 1054, "answers as 349 + 705").
+* ``EquivalenceExplorer``: type or slide a and b, see the model's answer as one
+  chip per answer token (most significant first) with the model's probability
+  of each, the truth, the best relation's answer, and the ID input the model
+  treats the pair as (1349 + 2705 -> 1054, "answers as 349 + 705").
 * ``MapViewer``: a heatmap over a grid of (a, b): correct / matches the
-  relation / other, with the shares.
+  relation / other, with the shares; and the model's answer on one typed pair.
 
 Both are testable without a browser: set a control's ``.value`` (observers
-run at once) and read ``.result`` / ``.frame`` / ``.figure``. Bad input shows a
-message in the widget and never raises into the notebook.
+run at once) and read ``.result`` / ``.pair`` / ``.frame`` / ``.figure``. Bad
+input, an unknown model or any other error shows a message in the widget and
+never raises into the notebook.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 from collections import OrderedDict
@@ -20,13 +23,14 @@ from typing import Callable, Optional
 
 import ipywidgets as W
 
+from .decoding import answer_probabilities
 from .discovery import best_relation, explain_input
 from .errors import InputError
-from .maps import category_shares, classify, grid_answers
+from .maps import CATEGORIES, category_shares, classify, grid_answers
 from .models import Run, load_run
 from .plots import plot_category_map
 from .reproduce import model_catalog
-from .tasks import parse_operand
+from .tasks import Task, parse_operand
 
 MAX_GRID_POINTS = 40_000
 SLIDER_MAX = 9999  # sliders cover 3- and 4-digit inputs; wider operands are typed
@@ -44,21 +48,33 @@ def _error_html(exc: Exception) -> str:
 
 
 class ModelChooser(W.VBox):
-    """A dropdown over ``model_catalog()`` plus a box to load any run directory. Loaded runs are cached."""
+    """A dropdown over ``model_catalog()`` plus a box to load any run directory. Loaded runs are cached.
+
+    An unknown ``value`` shows a message and leaves the first model selected.
+    """
 
     def __init__(self, on_change: Callable[[], None], catalog: Optional[dict] = None, value: Optional[str] = None):
         self._catalog = dict(model_catalog() if catalog is None else catalog)
         self._runs: dict[str, tuple[Run, object]] = {}
         self._on_change = on_change
+        self._quiet = False  # True while load_path sets the options and the value: one change, not two
         self.dropdown = W.Dropdown(options=list(self._catalog), description="model", layout=W.Layout(width="320px"))
         self.path = W.Text(placeholder="or a run directory: runs/add3", layout=W.Layout(width="260px"))
         self.load_button = W.Button(description="load", layout=W.Layout(width="70px"))
         self.message = W.HTML()
         super().__init__([W.HBox([self.dropdown, self.path, self.load_button]), self.message])
-        if value is not None:
+        if value in self._catalog:
             self.dropdown.value = value
-        self.dropdown.observe(lambda _: self._on_change(), names="value")
+        elif value is not None:
+            names = ", ".join(self._catalog) or "none"
+            self.message.value = _error_html(InputError(f"there is no model {value!r}; the choices are: {names}"))
+        self.dropdown.observe(lambda _: self._changed(), names="value")
         self.load_button.on_click(lambda _: self.load_path(self.path.value))
+
+    def _changed(self) -> None:
+        if not self._quiet:
+            self.message.value = ""
+            self._on_change()
 
     def load_path(self, path: str) -> None:
         """Add a run directory to the choices and select it; a bad path shows a message."""
@@ -70,9 +86,13 @@ class ModelChooser(W.VBox):
         label = f"dir/{path.strip()}"
         self._catalog[label] = lambda run=run: run
         self._runs.pop(label, None)
-        self.message.value = ""
-        self.dropdown.options = list(self._catalog)
-        self.dropdown.value = label
+        self._quiet = True  # new options reset the dropdown to the first one before it gets the label
+        try:
+            self.dropdown.options = list(self._catalog)
+            self.dropdown.value = label
+        finally:
+            self._quiet = False
+        self._changed()
 
     @property
     def label(self) -> Optional[str]:
@@ -90,51 +110,77 @@ class ModelChooser(W.VBox):
 
 
 class EquivalenceExplorer(W.VBox):
-    """Explore one input at a time: the model's answer and the ID input it treats the pair as."""
+    """Explore one input at a time: the model's answer, its probability per token, and the ID input it treats the pair as.
+
+    The text boxes hold the operands; the sliders follow them and, when moved, set them. Changing the model
+    keeps the operands; one the new task cannot hold shows a message. ``result`` is ``explain_input``'s dict
+    plus ``tokens`` and ``probabilities`` (``answer_probabilities``, units first), or None after an error.
+    """
 
     def __init__(self, a: int = 1349, b: int = 2705, model: Optional[str] = None, catalog: Optional[dict] = None):
         self.result: Optional[dict] = None
+        self._moving = False  # True while the sliders follow the text boxes
         self.models = ModelChooser(self.update, catalog, model)
         self.a_text = W.Text(value=str(a), description="a", continuous_update=False, layout=W.Layout(width="200px"))
         self.b_text = W.Text(value=str(b), description="b", continuous_update=False, layout=W.Layout(width="200px"))
-        self.a_slider = W.IntSlider(min=0, max=SLIDER_MAX, value=min(a, SLIDER_MAX), description="slide a", continuous_update=False)
-        self.b_slider = W.IntSlider(min=0, max=SLIDER_MAX, value=min(b, SLIDER_MAX), description="slide b", continuous_update=False)
+        self.a_slider = W.IntSlider(min=0, max=SLIDER_MAX, description="slide a", continuous_update=False)
+        self.b_slider = W.IntSlider(min=0, max=SLIDER_MAX, description="slide b", continuous_update=False)
         self.answer = W.HTML()
         self.message = W.HTML()
         super().__init__([self.models, W.HBox([self.a_text, self.a_slider]), W.HBox([self.b_text, self.b_slider]), self.message, self.answer])
-        self.a_slider.observe(lambda c: setattr(self.a_text, "value", str(c["new"])), names="value")
-        self.b_slider.observe(lambda c: setattr(self.b_text, "value", str(c["new"])), names="value")
-        self.a_text.observe(lambda _: self.update(), names="value")
-        self.b_text.observe(lambda _: self.update(), names="value")
+        for text, slider in ((self.a_text, self.a_slider), (self.b_text, self.b_slider)):
+            text.observe(lambda _: self.update(), names="value")
+            slider.observe(lambda change, text=text: self._slid(text, change["new"]), names="value")
         self.update()
+
+    def _slid(self, text: W.Text, value: int) -> None:
+        """A slider the user moved sets its text box, whose observer updates the answer."""
+        if not self._moving:
+            text.value = str(value)
+
+    def _follow_text(self, max_operand: int) -> None:
+        """Fit the sliders to the task and move them to the typed operands; the text boxes stay as typed."""
+        self._moving = True
+        try:
+            for text, slider in ((self.a_text, self.a_slider), (self.b_text, self.b_slider)):
+                slider.max = min(max_operand, SLIDER_MAX)
+                with contextlib.suppress(InputError):  # an unreadable operand: update() says why
+                    slider.value = min(parse_operand(text.value), slider.max)
+        finally:
+            self._moving = False
 
     def update(self) -> None:
         """Recompute for the current a, b and model; errors go to ``message``."""
         try:
             run, relation = self.models.current()
-            self.a_slider.max = self.b_slider.max = min(run.task.max_operand, SLIDER_MAX)
+            self._follow_text(run.task.max_operand)
             a, b = parse_operand(self.a_text.value, "a"), parse_operand(self.b_text.value, "b")
-            self.result = explain_input(run.model, run.task, a, b, relation)
+            tokens, probs = answer_probabilities(run.model, run.task, a, b)
+            self.result = {**explain_input(run.model, run.task, a, b, relation), "tokens": tokens[0].tolist(), "probabilities": probs[0].tolist()}
         except Exception as exc:  # shown in the widget, never raised into the notebook
             self.result = None
             self.message.value = _error_html(exc)
+            self.answer.value = ""
             return
         self.message.value = ""
-        self.answer.value = self._render(run, self.result)
+        self.answer.value = self._render(run.task, self.result)
 
     @staticmethod
-    def _render(run: Run, r: dict) -> str:
-        op = run.task.symbol
-        written = str(r["answer"]).zfill(len(r["per_digit"]))  # most significant digit first
-        digits = "".join(
-            f"<span style='padding:2px 5px;margin:1px;border-radius:3px;background:{'#cdebd6' if ok else '#f6d0c8'}'>{d}</span>"
-            for d, ok in zip(written, reversed(r["per_digit"]))
+    def _render(task: Task, r: dict) -> str:
+        op = task.symbol
+        # answer tokens come units first (in the grokking layout one token holds the whole answer): show them reversed
+        chips = "".join(
+            "<span class='et-chip' style='display:inline-block;vertical-align:middle;text-align:center;margin:1px'>"
+            f"<span style='display:block;padding:2px 5px;border-radius:3px;background:{'#cdebd6' if ok else '#f6d0c8'}'>{token}</span>"
+            f"<small class='et-prob' style='display:block;color:#555;line-height:1.2'>{p:.2f}</small></span>"
+            for token, ok, p in zip(reversed(r["tokens"]), reversed(r["per_digit"]), reversed(r["probabilities"]))
         )
         where = "in distribution" if r["in_distribution"] else "out of distribution"
         rows = [
             f"<b>{r['a']} {op} {r['b']}</b> ({where})",
-            f"model answers <b class='et-answer'>{r['answer']}</b> &nbsp; {digits} &nbsp; "
-            f"({'correct' if r['correct'] else 'wrong'}; digits green where they match the truth)",
+            f"model answers <b class='et-answer'>{r['answer']}</b> &nbsp; {chips} &nbsp; "
+            f"({'correct' if r['correct'] else 'wrong'}; green where the answer matches the truth; "
+            "under each, the model's probability of it)",
             f"truth: {r['truth']}",
             f"best relation <code>{html.escape(r['relation'])}</code> gives {r['relation_answer']}"
             f" ({'matches' if r['matches_relation'] else 'does not match'} the model)",
@@ -145,45 +191,72 @@ class EquivalenceExplorer(W.VBox):
         return "<div style='line-height:1.8'>" + "<br>".join(rows) + "</div>"
 
 
-class MapViewer(W.VBox):
-    """A category heatmap over a grid of (a, b): the model is correct, matches the relation, or neither."""
+def straddling_window(task: Task) -> tuple[int, int]:
+    """Operands (first, last) from 50 below to 49 above the ID limit (10**train_digits), within the task; 0-99 without OOD."""
+    if not task.has_ood:
+        return 0, min(task.max_operand, 99)
+    return max(0, task.id_limit - 50), min(task.max_operand, task.id_limit + 49)
 
-    def __init__(self, a_range=(1000, 1099), b_range=(2000, 2099), step: int = 1, model: Optional[str] = None, catalog: Optional[dict] = None):
+
+class MapViewer(W.VBox):
+    """A category heatmap over a grid of (a, b) (the model is correct, matches the relation, or neither), and one pair's answer.
+
+    ``a_range``, ``b_range`` (first, last), inclusive, default to ``straddling_window`` of the model's task, so
+    more than one category shows. Changing the model keeps the ranges and the pair. ``pair`` is
+    ``explain_input``'s dict plus ``category`` for the pair typed in the pair boxes, or None.
+    """
+
+    def __init__(self, a_range=None, b_range=None, step: int = 1, model: Optional[str] = None, catalog: Optional[dict] = None,
+                 pair: Optional[tuple[int, int]] = None):
         self.frame = None
         self.shares: Optional[dict] = None
         self.figure = None
+        self.pair: Optional[dict] = None
         self._cache: OrderedDict = OrderedDict()
         self._quiet = False
         self.models = ModelChooser(self._model_changed, catalog, model)
-        slider = dict(min=0, max=9999, continuous_update=False, layout=W.Layout(width="480px"))
-        self.a_range = W.IntRangeSlider(value=a_range, description="a range", **slider)
-        self.b_range = W.IntRangeSlider(value=b_range, description="b range", **slider)
-        self.step = W.BoundedIntText(value=step, min=1, max=10_000, description="step", layout=W.Layout(width="160px"))
+        try:
+            window = straddling_window(self.models.current()[0].task)
+        except Exception:  # no model to ask; update() below shows why
+            window = (0, 99)
+        (a0, a1), (b0, b1) = a_range or window, b_range or window
+        box = dict(continuous_update=False, layout=W.Layout(width="180px"))
+        self.a_from = W.IntText(value=a0, description="a from", **box)
+        self.a_to = W.IntText(value=a1, description="a to", **box)
+        self.b_from = W.IntText(value=b0, description="b from", **box)
+        self.b_to = W.IntText(value=b1, description="b to", **box)
+        self.step = W.BoundedIntText(value=step, min=1, max=10_000, description="step", **box)
         self.relation = W.Dropdown(description="relation", layout=W.Layout(width="420px"))
         self.progress = W.FloatProgress(min=0, max=1, description="computing", layout=W.Layout(visibility="hidden"))
-        self.readout = W.HTML()
+        self.readout = W.HTML().add_class("et-map-readout")
         self.message = W.HTML()
         self.plot = W.Image(format="png", layout=W.Layout(width="560px"))
-        super().__init__([self.models, self.a_range, self.b_range, W.HBox([self.step, self.relation]), self.progress, self.message, self.readout, self.plot])
+        pair_a, pair_b = ("", "") if pair is None else map(str, pair)
+        self.pair_a = W.Text(value=pair_a, description="pair a", placeholder="e.g. 1349", continuous_update=False, layout=W.Layout(width="200px"))
+        self.pair_b = W.Text(value=pair_b, description="pair b", placeholder="e.g. 2705", continuous_update=False, layout=W.Layout(width="200px"))
+        self.pair_readout = W.HTML().add_class("et-pair-readout")
+        super().__init__([self.models, W.HBox([self.a_from, self.a_to, self.step]), W.HBox([self.b_from, self.b_to, self.relation]),
+                          self.progress, self.message, self.readout, self.plot, W.HBox([self.pair_a, self.pair_b]), self.pair_readout])
         self._model_changed(update=False)
-        for control in (self.a_range, self.b_range, self.step, self.relation):
-            control.observe(lambda _: self.update(), names="value")
+        for control in (self.a_from, self.a_to, self.b_from, self.b_to, self.step):
+            control.observe(lambda _: self.update_map(), names="value")
+        for control in (self.pair_a, self.pair_b):
+            control.observe(lambda _: self.update_pair(), names="value")
+        self.relation.observe(lambda _: self.update(), names="value")
         self.update()
 
     def _model_changed(self, update: bool = True) -> None:
         try:
             run, relation = self.models.current()
+            self._quiet = True  # the relation's options and value change together; update once, below
+            try:
+                self.relation.options = [r.name for r in run.task.relations()]
+                self.relation.value = relation.name
+            finally:
+                self._quiet = False
         except Exception as exc:  # shown in the widget, never raised into the notebook
             self.message.value = _error_html(exc)
             return
-        for control in (self.a_range, self.b_range):
-            control.max = run.task.max_operand
-        self._quiet = True  # the relation's options and value change together; update once, below
-        try:
-            self.relation.options = [r.name for r in run.task.relations()]
-            self.relation.value = relation.name
-        finally:
-            self._quiet = False
         if update:
             self.update()
 
@@ -201,12 +274,20 @@ class MapViewer(W.VBox):
         return self._cache[key]
 
     def update(self) -> None:
-        """Recompute the map for the current controls; errors go to ``message``."""
+        """Recompute the map and the pair's readout."""
+        self.update_map()
+        self.update_pair()
+
+    def update_map(self) -> None:
+        """Recompute the map for the current ranges, step and relation; errors go to ``message``, the last good map stays."""
         if self._quiet:
             return
         try:
             run, _ = self.models.current()
-            (a0, a1), (b0, b1), step = self.a_range.value, self.b_range.value, self.step.value
+            (a0, a1), (b0, b1), step = (self.a_from.value, self.a_to.value), (self.b_from.value, self.b_to.value), self.step.value
+            for name, first, last in (("a", a0, a1), ("b", b0, b1)):
+                if first > last:
+                    raise InputError(f"{name} from ({first}) is above {name} to ({last})")
             points = len(range(a0, a1 + 1, step)) * len(range(b0, b1 + 1, step))
             if points > MAX_GRID_POINTS:
                 raise InputError(f"the grid has {points:,} points; the viewer draws at most {MAX_GRID_POINTS:,}: narrow the ranges or raise the step")
@@ -220,3 +301,25 @@ class MapViewer(W.VBox):
         self.readout.value = " &nbsp; ".join(f"{k}: <b>{v:.1%}</b>" for k, v in self.shares.items()) + f" &nbsp; ({len(self.frame):,} pairs)"
         self.figure = plot_category_map(self.frame)
         self.plot.value = figure_png(self.figure)
+
+    def update_pair(self) -> None:
+        """The model's answer on the typed pair and its category under the relation; errors go to the pair's readout."""
+        if self._quiet:
+            return
+        self.pair = None
+        if not (self.pair_a.value.strip() and self.pair_b.value.strip()):
+            self.pair_readout.value = "type a pair to see the model's answer on it"
+            return
+        try:
+            run, _ = self.models.current()
+            a, b = parse_operand(self.pair_a.value, "pair a"), parse_operand(self.pair_b.value, "pair b")
+            r = explain_input(run.model, run.task, a, b, run.task.relation(self.relation.value))
+        except Exception as exc:  # shown in the widget, never raised into the notebook
+            self.pair_readout.value = _error_html(exc)
+            return
+        category = CATEGORIES[0] if r["correct"] else CATEGORIES[1] if r["matches_relation"] else CATEGORIES[2]
+        self.pair = {**r, "category": category}
+        self.pair_readout.value = (
+            f"<b>{a} {run.task.symbol} {b}</b>: the model answers <b>{r['answer']}</b>, the truth is {r['truth']}, "
+            f"<code>{html.escape(r['relation'])}</code> gives {r['relation_answer']}: <b>{category}</b>"
+        )

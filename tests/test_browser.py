@@ -1,9 +1,10 @@
-"""The quickstart in a real browser: JupyterLab headless, Debian's Chromium driven by Playwright (no browser download).
+"""The notebooks' widgets in a real browser: JupyterLab headless, Debian's Chromium driven by Playwright (no browser download).
 
-Runs with `make test-browser` (and from `make test` when /usr/bin/chromium exists). The explorer's screenshot goes to
-pytest's tmp_path, or to the folder $EQUIV_TOOLS_SCREENSHOT_DIR names: `make screenshots` refreshes docs/browser_explorer.png.
+Runs with `make test-browser` (and from `make test` when /usr/bin/chromium exists). The screenshots go to pytest's tmp_path,
+or to the folder $EQUIV_TOOLS_SCREENSHOT_DIR names: `make screenshots` refreshes docs/browser_explorer.png.
 """
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,11 +22,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
 
 
 @pytest.fixture()
 def lab(tmp_path):
-    """JupyterLab on a free loopback port, serving a copy of notebooks/ (autosave never touches the committed ones)."""
+    """JupyterLab on a free loopback port, serving a copy of notebooks/ (autosave never touches the committed ones).
+
+    Its kernels import equiv_tools from this checkout (PYTHONPATH), not from wherever the environment installed it.
+    """
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
@@ -35,7 +41,8 @@ def lab(tmp_path):
             "--IdentityProvider.token=", "--ServerApp.password=", f"--notebook-dir={tmp_path / 'notebooks'}"]
     if os.geteuid() == 0:
         args.append("--allow-root")
-    proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(f"http://127.0.0.1:{port}/api/status")
         yield f"http://127.0.0.1:{port}"
@@ -45,38 +52,72 @@ def lab(tmp_path):
 
 
 def _set_text(page, description: str, value: str) -> None:
-    box = page.locator(".widget-text").filter(has=page.locator("label", has_text=description)).locator("input").first
+    """Type into the text box labelled exactly ``description`` and press Enter (the widgets update on Enter)."""
+    label = page.locator("label", has_text=re.compile(rf"^\s*{re.escape(description)}\s*$"))
+    box = page.locator(".widget-text").filter(has=label).locator("input").first
     box.fill(value)
     box.press("Enter")
 
 
-def test_quickstart_explorer_in_chromium(lab, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+def _run_all(page, lab: str, notebook: str) -> None:
+    page.goto(f"{lab}/lab/tree/{notebook}")
+    page.wait_for_selector(".jp-Notebook", timeout=120_000)
+    expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=120_000)  # kernel connected
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 
-    screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path) / "browser_explorer.png"
 
-    with sync_playwright() as p:
+def _screenshot(page, widget: str, path: Path) -> None:
+    """Save the last widget box that holds the element ``widget`` (a CSS selector)."""
+    box = page.locator(".widget-vbox").filter(has=page.locator(widget)).last
+    box.scroll_into_view_if_needed()
+    box.screenshot(path=str(path))
+
+
+@pytest.fixture()
+def page():
+    with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(f"{lab}/lab/tree/01_quickstart.ipynb")
-            page.wait_for_selector(".jp-Notebook", timeout=120_000)
-            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=120_000)  # kernel connected
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-
-            representative = page.locator(".et-representative")
-            expect(representative).to_contain_text("answers as 349 + 705", timeout=240_000)
-            _set_text(page, "a", "1350")  # change it, and back: the round trip goes through the kernel
-            expect(representative).to_contain_text("answers as 350 + 705", timeout=60_000)
-            _set_text(page, "a", "1349")
-            _set_text(page, "b", "2705")
-            expect(representative).to_contain_text("answers as 349 + 705", timeout=60_000)
-            expect(page.locator(".et-answer")).to_have_text("1054")
-
-            explorer = page.locator(".widget-vbox").filter(has=page.locator(".et-answer")).last
-            explorer.scroll_into_view_if_needed()
-            explorer.screenshot(path=str(screenshot))
+            yield browser.new_page(viewport={"width": 1400, "height": 1100})
         finally:
             browser.close()
+
+
+def _screenshot_dir(tmp_path) -> Path:
+    return Path(os.environ.get(SCREENSHOT_ENV) or tmp_path)
+
+
+def test_quickstart_explorer_in_chromium(lab, page, tmp_path):
+    screenshot = _screenshot_dir(tmp_path) / "browser_explorer.png"
+    _run_all(page, lab, "01_quickstart.ipynb")
+    representative = page.locator(".et-representative")
+    expect(representative).to_contain_text("answers as 349 + 705", timeout=240_000)
+    _set_text(page, "a", "1350")  # change it, and back: the round trip goes through the kernel
+    expect(representative).to_contain_text("answers as 350 + 705", timeout=60_000)
+    _set_text(page, "a", "1349")
+    _set_text(page, "b", "2705")
+    expect(representative).to_contain_text("answers as 349 + 705", timeout=60_000)
+    expect(page.locator(".et-answer")).to_have_text("1054")
+    expect(page.locator(".et-prob")).to_have_count(6)  # a probability under each of the six answer digits
+    _screenshot(page, ".et-answer", screenshot)
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_map_viewer_in_chromium(lab, page, tmp_path):
+    screenshot = _screenshot_dir(tmp_path) / "browser_map_viewer.png"
+    _run_all(page, lab, "03_equivalence_maps.ipynb")
+    readout = page.locator(".et-map-readout")
+    expect(readout).to_contain_text("(10,000 pairs)", timeout=300_000)  # the notebook's window: 1000..1099 x 2000..2099
+    for description, value in (("a from", "990"), ("a to", "1009"), ("b from", "990"), ("b to", "1009")):
+        _set_text(page, description, value)  # a window straddling 1000
+    expect(readout).to_contain_text("(400 pairs)", timeout=120_000)
+    shares = {k: float(v) for k, v in re.findall(r"(correct|matches relation|other): ([\d.]+)%", readout.inner_text())}
+    assert len(shares) == 3 and sum(v > 0 for v in shares.values()) > 1, shares
+    _set_text(page, "pair a", "1349")
+    _set_text(page, "pair b", "2705")
+    pair = page.locator(".et-pair-readout")
+    expect(pair).to_contain_text("the model answers 1054", timeout=60_000)
+    expect(pair).to_contain_text("matches relation")
+    _screenshot(page, ".et-map-readout", screenshot)
     assert screenshot.stat().st_size > 10_000
