@@ -23,9 +23,9 @@ def main():
     updates = [timed(lambda a=a: setattr(explorer.a_text, "value", str(a))) for a in range(1350, 1360)]
     print(f"explorer update: median {1000 * statistics.median(updates):.0f} ms, max {1000 * max(updates):.0f} ms over 10 updates")
 
-    viewer = MapViewer(a_range=(1000, 1009), b_range=(2000, 2009), model="kit/add3_nano")
-    viewer.a_range.value = (1000, 1099)
-    fresh = timed(lambda: setattr(viewer.b_range, "value", (3000, 3099)))
+    viewer = MapViewer(a_range=(1000, 1009), b_range=(3000, 3009), model="kit/add3_nano")
+    viewer.a_to.value = 1099  # a 100 x 10 map
+    fresh = timed(lambda: setattr(viewer.b_to, "value", 3099))  # one typed value: a fresh 100 x 100 map
     print(f"map viewer, fresh 100 x 100 grid: {fresh:.2f} s ({len(viewer.frame):,} pairs)")
     cached = timed(lambda: setattr(viewer.relation, "value", "(a + b) mod 10^3"))
     print(f"map viewer, relation switch on the cached grid: {1000 * cached:.0f} ms")

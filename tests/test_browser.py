@@ -1,7 +1,7 @@
 """The notebooks' widgets in a real browser: JupyterLab headless, Debian's Chromium driven by Playwright (no browser download).
 
 Runs with `make test-browser` (and from `make test` when /usr/bin/chromium exists). The screenshots go to pytest's tmp_path,
-or to the folder $EQUIV_TOOLS_SCREENSHOT_DIR names: `make screenshots` refreshes docs/browser_explorer.png.
+or to the folder $EQUIV_TOOLS_SCREENSHOT_DIR names: `make screenshots` refreshes docs/browser_explorer.png and docs/browser_map_viewer.png.
 """
 import os
 import re
