@@ -195,7 +195,8 @@ def fuzz_paths(tiny_run, tmp_path):
 
 
 TOKENS = [
-    "train", "evaluate", "import-mingpt", "predict", "relations", "bogus",
+    "train", "evaluate", "import-mingpt", "predict", "relations", "plot", "bogus",
+    "--device", "cuda", "cpu", "auto", "--grad-clip", "none", "--n-layers", "--d-model",
     "--task", "--train-digits", "--width", "--p", "--op", "--preset", "--out", "--resume", "--steps", "--batch-size",
     "--lr", "--weight-decay", "--seed", "--json", "--n", "--ood-digits", "--input", "--output", "--n-heads", "--bogus",
     "0", "-1", "2", "3", "99", "1e-3", "nan", "abc", "", "full", "addition", "modular", "multiplication", "mul", "nano", "grokking",
