@@ -55,13 +55,24 @@ def _kv_decode(lean: LeanModel, prompt: torch.Tensor, answer_len: int) -> torch.
     return torch.stack(out, dim=1)
 
 
-def _teacher_forced_argmax(forward, task: Task, prompt: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
-    """Argmax at each answer position given the target's earlier digits: [batch, answer_len].
+def _teacher_forced_logits(forward, task: Task, prompt: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """Logits at each answer position given the target's earlier digits: [batch, answer_len, d_vocab_out].
 
     ``forward`` maps tokens [batch, pos] to logits [batch, pos, d_vocab_out]: a ``LeanModel`` or the bridge itself.
     """
     tokens = torch.cat([prompt, answer[:, :-1]], dim=1)
-    return forward(tokens)[:, task.prompt_len - 1 :].argmax(-1)
+    return forward(tokens)[:, task.prompt_len - 1 :]
+
+
+def _teacher_forced_argmax(forward, task: Task, prompt: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
+    """Argmax at each answer position given the target's earlier digits: [batch, answer_len]."""
+    return _teacher_forced_logits(forward, task, prompt, answer).argmax(-1)
+
+
+def _exact_forward(model) -> tuple[object, torch.device]:
+    """(the lean forward where ``fast_path_blocker`` allows, else the bridge itself; the model's device)."""
+    forward = model if fast_path_blocker(model) is not None else LeanModel(model)
+    return forward, next(model.parameters()).device
 
 
 def _guess_tokens(task: Task, values: np.ndarray) -> np.ndarray:
@@ -88,8 +99,12 @@ def guess_relation(model, task: Task, a, b) -> Optional[Relation]:
 
     The pilot is the first ``PILOT_SIZE`` inputs, decoded with the KV cache. Its
     result is a ``guess`` for ``greedy_decode``; the answers never depend on it.
+    None where the fast path is blocked (hooks attached, a setting the lean forward lacks):
+    the bridge then decodes without guesses.
     """
     a, b = task.check_operands(a, b)
+    if fast_path_blocker(model) is not None:
+        return None
     return _pilot(LeanModel(model), task, a, b)[1]
 
 
@@ -132,6 +147,13 @@ def greedy_decode(
     a, b = task.check_operands(a, b)
     if isinstance(guess, str) and guess != "auto":
         raise InputError(f"guess must be 'auto', None, a Relation or an array of answers, got {guess!r}")
+    guessed = None
+    if isinstance(guess, Relation):
+        guessed = _guess_tokens(task, guess(a, b))
+    elif guess is not None and not isinstance(guess, str):
+        guessed = _guess_tokens(task, np.asarray(guess, dtype=np.int64).reshape(-1))
+        if guessed.shape[0] != a.size:
+            raise InputError(f"guess has {guessed.shape[0]} answers for {a.size} inputs")
     if fast_path_blocker(model) is not None:
         return naive_greedy_decode(model, task, a, b, batch_size=batch_size, progress=progress)
     lean = LeanModel(model)
@@ -142,13 +164,6 @@ def greedy_decode(
         guessed = None if relation is None else _guess_tokens(task, relation(a[PILOT_SIZE:], b[PILOT_SIZE:]))
         rest = _decode(lean, task, task.encode_prompt(a[PILOT_SIZE:], b[PILOT_SIZE:]), guessed, batch_size, progress)
         return np.concatenate([head, rest])
-    guessed = None
-    if isinstance(guess, Relation):
-        guessed = _guess_tokens(task, guess(a, b))
-    elif guess is not None:
-        guessed = _guess_tokens(task, np.asarray(guess, dtype=np.int64).reshape(-1))
-        if guessed.shape[0] != a.size:
-            raise InputError(f"guess has {guessed.shape[0]} answers for {a.size} inputs")
     return _decode(lean, task, task.encode_prompt(a, b), guessed, batch_size, progress)
 
 
@@ -185,8 +200,7 @@ def score_digits(model, task: Task, a, b, targets, batch_size: int = 4096) -> np
         raise InputError(f"{targets.size} targets for {a.size} inputs")
     target_tokens = task.encode_answer(targets)
     prompts = task.encode_prompt(a, b)
-    forward = model if fast_path_blocker(model) is not None else LeanModel(model)
-    device = next(model.parameters()).device
+    forward, device = _exact_forward(model)
     out = np.empty(target_tokens.shape, dtype=bool)
     for sl in _slices(a.size, batch_size, False, "scoring"):
         target = torch.from_numpy(target_tokens[sl]).to(device)
@@ -206,11 +220,10 @@ def answer_probabilities(model, task: Task, a, b, batch_size: int = 4096) -> tup
     a, b = task.check_operands(a, b)
     tokens = greedy_decode(model, task, a, b, batch_size=batch_size)
     prompts = task.encode_prompt(a, b)
-    forward = model if fast_path_blocker(model) is not None else LeanModel(model)
-    device = next(model.parameters()).device
+    forward, device = _exact_forward(model)
     probs = np.empty(tokens.shape, dtype=np.float32)
     for sl in _slices(a.size, batch_size, False, "probabilities"):
         answer = torch.from_numpy(tokens[sl]).to(device)
-        logits = forward(torch.cat([torch.from_numpy(prompts[sl]).to(device), answer[:, :-1]], dim=1))[:, task.prompt_len - 1 :]
+        logits = _teacher_forced_logits(forward, task, torch.from_numpy(prompts[sl]).to(device), answer)
         probs[sl] = torch.softmax(logits.float(), dim=-1).gather(-1, answer[..., None])[..., 0].cpu().numpy()
     return tokens, probs

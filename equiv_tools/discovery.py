@@ -223,14 +223,15 @@ def relations_report(run, n: int = 10_000, ood_digits: Optional[int] = None, see
     a, b = task.sample_ood(n, ood_digits, seed=seed)
     summary, per_digit = discover_relations(run.model, task, a, b)
     rows = [
-        {"relation": r.relation, "accuracy": r.accuracy, "per_digit": per_digit[per_digit.relation == r.relation].sort_values("position")["agreement"].tolist()}
+        {"relation": r.relation, "accuracy": r.accuracy, "per_digit": per_digit[per_digit.relation == r.relation].sort_values("position")["agreement"].tolist(),
+         "equal_on_these_inputs": [name for name in r.equal_on_these_inputs.split("; ") if name]}
         for r in summary.itertuples()
     ]
     return {"ood_digits": task.train_digits + 1 if ood_digits is None else ood_digits, "n": int(a.size), "relations": rows}
 
 
 def relation_share_by_step(run_dir, relation: Relation, n: int = 1000, ood_digits: Optional[int] = None, seed: int = 0,
-                           progress: bool = True) -> pd.DataFrame:
+                           progress: bool = True, device: str = "cpu") -> pd.DataFrame:
     """Over a run's checkpoint series, the share of OOD answers that follow ``relation`` and that are correct.
 
     The same ``n`` OOD pairs for every checkpoint. Columns: step, relation_share, ood_accuracy (tidy: one row per checkpoint).
@@ -238,11 +239,11 @@ def relation_share_by_step(run_dir, relation: Relation, n: int = 1000, ood_digit
     steps = checkpoint_steps(run_dir)
     if not steps:
         raise InputError(f"{run_dir} has no checkpoint series (checkpoints/step_*.safetensors)")
-    task = load_run(run_dir, weights=checkpoint_path(steps[0])).task
+    task = load_run(run_dir, weights=checkpoint_path(steps[0]), device=device).task
     a, b = task.sample_ood(n, ood_digits, seed=seed)
     rule, truth, rows = relation(a, b), task.truth(a, b), []
     for step in tqdm(steps, desc="checkpoints", disable=not progress, leave=False):
-        answers = predict(load_run(run_dir, weights=checkpoint_path(step)).model, task, a, b)
+        answers = predict(load_run(run_dir, weights=checkpoint_path(step), device=device).model, task, a, b)
         rows.append({"step": step, "relation_share": float(np.mean(answers == rule)), "ood_accuracy": float(np.mean(answers == truth))})
     return pd.DataFrame(rows)
 

@@ -1,7 +1,7 @@
 """The one fast forward: a lean, hook-free pass over a TransformerBridge's weights, and when it may stand in.
 
 The TransformerBridge is the reference. ``LeanModel`` computes the same logits
-(to float rounding, about 1e-6) with less overhead and a KV cache, but only for
+(the same arithmetic in a leaner order: equal to float rounding, about 1e-6) with less overhead and a KV cache, but only for
 configurations it implements and only while no hook is attached: hooks change
 what the bridge computes, and the lean forward has none. ``fast_path_blocker``
 says whether it may be used; every kit function that runs a model asks it first
@@ -17,11 +17,18 @@ import torch.nn.modules.module as torch_module
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.hook_points import HookPoint
 
+_ACTIVATIONS = {
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
 # Settings the lean forward implements, with the values it implements. Every other
 # config field must either be free (sizes and metadata, read from the weights) or
 # hold TransformerBridgeConfig's default; anything else runs on the bridge.
 FAST_PATH_SETTINGS = {
-    "act_fn": ("gelu_new", "gelu", "relu", "silu"),
+    "act_fn": tuple(_ACTIVATIONS),
     "normalization_type": ("LN", None),
 }
 FREE_FIELDS = frozenset({
@@ -56,7 +63,7 @@ def attached_hooks(model) -> list[str]:
     for name, module in model.named_modules():
         hooks = [h for attr in _MODULE_HOOKS for h in getattr(module, attr).values()]
         if not isinstance(module, HookPoint):
-            hooks = [h for h in hooks if not getattr(h, "__module__", "").startswith("transformer_lens.")]
+            hooks = [h for h in hooks if not (getattr(h, "__module__", None) or "").startswith("transformer_lens.")]
         if hooks:
             names.append(name)
     return names
@@ -73,12 +80,6 @@ def fast_path_blocker(model) -> Optional[str]:
     return None
 
 
-_ACTIVATIONS = {
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-}
 
 
 class LeanModel:

@@ -33,8 +33,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as exc:  # a full disk, a folder without write permission: one clear line
         tmp.unlink(missing_ok=True)  # a failed write leaves neither a temporary file nor a damaged target
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -208,13 +208,15 @@ def train(
 FIXED_ON_RESUME = ("seed", "n_train", "n_test", "n_eval", "ood_digits")
 
 
-def resume(run_dir, progress: bool = True, device: str = "cpu", **overrides) -> pd.DataFrame:
+def resume(run_dir, *, progress: bool = True, device: str = "cpu", **overrides) -> pd.DataFrame:
     """Continue a run from its latest complete checkpoint; return the metrics DataFrame.
 
     ``overrides`` are TrainConfig fields to change from the recorded ones (e.g.
     ``steps=3000`` to train further, or a new ``lr``); fields that define the
-    data (``FIXED_ON_RESUME``) cannot change. Everything is validated and loaded
-    before anything is written: a refused resume leaves the run untouched.
+    data (``FIXED_ON_RESUME``) cannot change. config.json then holds the new
+    values, and its provenance lists each resume (from which step, what changed),
+    so the record still says how the run was made. Everything is validated and
+    loaded before anything is written: a refused resume leaves the run untouched.
     """
     run_dir = Path(run_dir)
     config = RunConfig.read(run_dir)
@@ -245,5 +247,7 @@ def resume(run_dir, progress: bool = True, device: str = "cpu", **overrides) -> 
     for leftover in run_dir.rglob("*" + TMP_SUFFIX):
         leftover.unlink()
     if cfg != config.training:
-        atomic_write_bytes(run_dir / "config.json", RunConfig(config.task, config.model, cfg, config.provenance).to_json().encode())
+        changed = {k: v for k, v in asdict(cfg).items() if v != getattr(config.training, k)}
+        prov = {**config.provenance, "resumes": [*config.provenance.get("resumes", []), {"from_step": start, "changed": changed}]}
+        atomic_write_bytes(run_dir / "config.json", RunConfig(config.task, config.model, cfg, prov).to_json().encode())
     return _loop(run_dir, config.task, model, opt, cfg, data, start, rows, progress)

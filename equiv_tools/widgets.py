@@ -26,6 +26,7 @@ import ipywidgets as W
 from .decoding import answer_probabilities
 from .discovery import best_relation, explain_input
 from .errors import InputError
+from .forward import attached_hooks
 from .maps import CATEGORIES, category_shares, classify, grid_answers
 from .models import Run, load_run
 from .plots import plot_category_map
@@ -42,6 +43,14 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
+def model_state(model) -> Optional[tuple]:
+    """A key that changes when the model's weights change in place or it is replaced; None while hooks are
+    attached (their effect cannot be keyed, so nothing computed under them is cached)."""
+    if attached_hooks(model):
+        return None
+    return id(model), sum(p._version for p in model.parameters())
+
+
 def _error_html(exc: Exception) -> str:
     text = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
     return f"<span style='color:#b00020'>&#9888; {html.escape(text)}</span>"
@@ -55,7 +64,7 @@ class ModelChooser(W.VBox):
 
     def __init__(self, on_change: Callable[[], None], catalog: Optional[dict] = None, value: Optional[str] = None):
         self._catalog = dict(model_catalog() if catalog is None else catalog)
-        self._runs: dict[str, tuple[Run, object]] = {}
+        self._runs: dict[str, tuple] = {}  # label -> (run, best relation, model_state when it was found)
         self._on_change = on_change
         self._quiet = False  # True while load_path sets the options and the value: one change, not two
         self.dropdown = W.Dropdown(options=list(self._catalog), description="model", layout=W.Layout(width="320px"))
@@ -99,14 +108,17 @@ class ModelChooser(W.VBox):
         return self.dropdown.value
 
     def current(self) -> tuple[Run, object]:
-        """(the selected run, its best relation on OOD inputs), loaded once."""
+        """(the selected run, its best relation on OOD inputs). The run loads once; the relation is
+        recomputed whenever the model's weights or hooks have changed since (see ``model_state``)."""
         label = self.dropdown.value
         if label is None:
             raise InputError("no model to show: data/ holds no runs; load a run directory")
-        if label not in self._runs:
-            run = self._catalog[label]()
-            self._runs[label] = (run, best_relation(run.model, run.task))
-        return self._runs[label]
+        run, relation, state = self._runs.get(label) or (self._catalog[label](), None, None)
+        now = model_state(run.model)
+        if relation is None or now is None or now != state:
+            relation = best_relation(run.model, run.task)
+        self._runs[label] = (run, relation, now)
+        return run, relation
 
 
 class EquivalenceExplorer(W.VBox):
@@ -260,15 +272,21 @@ class MapViewer(W.VBox):
         if update:
             self.update()
 
-    def _answers(self, run: Run, key: tuple):
-        if key not in self._cache:
-            (a0, a1), (b0, b1), step = key[1:]
+    def _answers(self, run: Run, a_range: tuple, b_range: tuple, step: int):
+        """The grid's answers, cached per model state (``model_state``: never while hooks are attached)."""
+        state = model_state(run.model)
+        key = (state, a_range, b_range, step)
+        if state is None or key not in self._cache:
+            (a0, a1), (b0, b1) = a_range, b_range
             self.progress.layout.visibility = "visible"
             try:
-                self._cache[key] = grid_answers(run.model, run.task, range(a0, a1 + 1, step), range(b0, b1 + 1, step),
-                                                on_progress=lambda f: setattr(self.progress, "value", f))
+                frame = grid_answers(run.model, run.task, range(a0, a1 + 1, step), range(b0, b1 + 1, step),
+                                     on_progress=lambda f: setattr(self.progress, "value", f))
             finally:
                 self.progress.layout.visibility = "hidden"
+            if state is None:
+                return frame
+            self._cache[key] = frame
             while len(self._cache) > 8:
                 self._cache.popitem(last=False)
         return self._cache[key]
@@ -291,7 +309,7 @@ class MapViewer(W.VBox):
             points = len(range(a0, a1 + 1, step)) * len(range(b0, b1 + 1, step))
             if points > MAX_GRID_POINTS:
                 raise InputError(f"the grid has {points:,} points; the viewer draws at most {MAX_GRID_POINTS:,}: narrow the ranges or raise the step")
-            frame = self._answers(run, (self.models.label, (a0, a1), (b0, b1), step))
+            frame = self._answers(run, (a0, a1), (b0, b1), step)
             self.frame = classify(frame, run.task.relation(self.relation.value))
         except Exception as exc:  # shown in the widget, never raised into the notebook
             self.message.value = _error_html(exc)

@@ -6,7 +6,8 @@ import torch
 from equiv_tools import AdditionTask, discover_relations, evaluate_run, explain_input, predict, score_digits
 from equiv_tools.decoding import greedy_decode, naive_greedy_decode
 from equiv_tools.discovery import class_map
-from equiv_tools.forward import fast_path_blocker
+from equiv_tools.forward import LeanModel, fast_path_blocker
+from equiv_tools.maps import grid_answers
 from equiv_tools.models import build_model
 from equiv_tools.relations import sum_of_residues
 
@@ -42,6 +43,14 @@ def _random_bridge(change, seed):
 def test_answers_and_scores_equal_the_bridge(change, implemented):
     model = _random_bridge(change, seed=len(str(change)))
     assert (fast_path_blocker(model) is None) == implemented
+    if not implemented:  # the allowlist matters: the lean forward would compute another model here
+        tokens = torch.from_numpy(TASK.encode(*TASK.grid(range(20), range(20))))[:, :-1]
+        try:
+            with torch.no_grad():
+                lean_differs = not torch.allclose(LeanModel(model)(tokens), model(tokens), atol=1e-4)
+        except (KeyError, RuntimeError):  # e.g. rotary models have no learned position table
+            lean_differs = True
+        assert lean_differs
     a, b = TASK.grid(range(100), range(0, 100, 3))
     expected = naive_greedy_decode(model, TASK, a, b)
     assert len(np.unique(TASK.decode_answer(expected))) > 5  # a model whose answers depend on its input
@@ -109,11 +118,27 @@ def test_every_analysis_sees_the_hooked_model(hooked_add3):
     cmap = class_map(model, task, a, b, relation=sum_of_residues(3))
     assert np.array_equal(cmap.frame.answer.to_numpy(), task.decode_answer(hooked_answers))
     assert cmap.verified_share < 1.0
+    grid = grid_answers(model, task, range(340, 350), range(700, 710))
+    assert (grid.answer == grid.truth).mean() < 0.5
+    model.reset_hooks()  # and without the hook, every analysis sees the trained model again
+    assert evaluate_run(run, n=300)["id_accuracy"] == 1.0
+    assert discover_relations(model, task, a, b)[0].accuracy.max() > 0.9
+    assert score_digits(model, task, ia, ib, task.truth(ia, ib)).all()
+    assert explain_input(model, task, 349, 705)["answer"] == 1054
+    assert class_map(model, task, a, b, relation=sum_of_residues(3)).verified_share > 0.9
+    grid = grid_answers(model, task, range(340, 350), range(700, 710))
+    assert (grid.answer == grid.truth).all()
 
 
-def test_widget_given_a_hooked_run_shows_the_hooked_answer(hooked_add3):
-    from equiv_tools.widgets import EquivalenceExplorer
+def test_widgets_given_a_hooked_run_show_the_hooked_answers(hooked_add3):
+    from equiv_tools.widgets import EquivalenceExplorer, MapViewer
 
     explorer = EquivalenceExplorer(a=349, b=705, catalog={"hooked": lambda: hooked_add3})
     expected = int(hooked_add3.task.decode_answer(naive_greedy_decode(hooked_add3.model, hooked_add3.task, [349], [705]))[0])
     assert explorer.result["answer"] == expected != 1054
+    viewer = MapViewer(a_range=(340, 349), b_range=(700, 709), catalog={"hooked": lambda: hooked_add3})
+    assert viewer.shares["correct"] < 0.5 and not viewer._cache  # nothing computed under hooks is cached
+    hooked_add3.model.reset_hooks()  # the same viewer, the hook gone: the trained model's map
+    viewer.step.value = 2
+    viewer.step.value = 1
+    assert viewer.shares["correct"] == 1.0

@@ -76,6 +76,8 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     train(TASK, tmp_path / "part", train_cfg=_cfg(steps=20), model_overrides=TINY, progress=False)
     resumed = resume(tmp_path / "part", steps=40, progress=False)
     pd.testing.assert_frame_equal(full, resumed, check_exact=True)
+    provenance = json.loads((tmp_path / "part" / "config.json").read_text())["provenance"]
+    assert provenance["resumes"] == [{"from_step": 20, "changed": {"steps": 40}}]  # the record says how the run was made
     a = load_tensors(tmp_path / "full" / "model.safetensors")
     b = load_tensors(tmp_path / "part" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
