@@ -53,10 +53,20 @@ def _pivot(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame.pivot(index="a", columns="b", values=column).sort_index().sort_index(axis=1)
 
 
+def _integer_ticks(ax) -> None:
+    """Operands are whole numbers: ticks on integers only."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _mark_boundary(ax, boundary: Optional[int]) -> None:
-    """Dashed lines where operands leave the training distribution (a or b = ``boundary``)."""
-    if boundary is not None:
+    """Dashed lines where operands leave the training distribution (a or b = ``boundary``), where they fall inside the axes."""
+    if boundary is None:
+        return
+    (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+    if y0 <= boundary <= y1:
         ax.axhline(boundary, color="white", lw=1.2, ls="--")
+    if x0 <= boundary <= x1:
         ax.axvline(boundary, color="white", lw=1.2, ls="--")
 
 
@@ -66,6 +76,7 @@ def _category_image(ax, frame: pd.DataFrame) -> None:
     extent = (grid.columns.min(), grid.columns.max(), grid.index.min(), grid.index.max())
     ax.imshow(grid.to_numpy(), cmap=ListedColormap(CATEGORY_COLOURS), vmin=0, vmax=2, extent=extent, origin="lower",
               aspect="auto", interpolation="nearest")
+    _integer_ticks(ax)
     shares = category_shares(frame)
     ax.legend(handles=[Patch(color=c, label=f"{k} ({shares[k]:.1%})") for k, c in zip(CATEGORIES, CATEGORY_COLOURS)],
               loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, fontsize="small", frameon=False)
@@ -106,6 +117,7 @@ def plot_answer_contours(
         contour = ax.contourf(grid.columns, grid.index, grid.to_numpy(), levels=MaxNLocator(12).tick_values(grid.min().min(), grid.max().max()), cmap="viridis")
         fig.colorbar(contour, ax=ax, orientation="horizontal", shrink=0.9, ticks=MaxNLocator(5), label=f"{title}")
         _mark_boundary(ax, boundary)
+        _integer_ticks(ax)
         ax.set_title(title)
         ax.set_xlabel("b")
     if with_categories:

@@ -317,7 +317,7 @@ class MapViewer(W.VBox):
         self.message.value = ""
         self.shares = category_shares(self.frame)
         self.readout.value = " &nbsp; ".join(f"{k}: <b>{v:.1%}</b>" for k, v in self.shares.items()) + f" &nbsp; ({len(self.frame):,} pairs)"
-        self.figure = plot_category_map(self.frame)
+        self.figure = plot_category_map(self.frame, boundary=run.task.id_limit if run.task.has_ood else None)
         self.plot.value = figure_png(self.figure)
 
     def update_pair(self) -> None:
