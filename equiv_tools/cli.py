@@ -274,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-heads", type=_positive_int, default=3, help="attention heads (gpt-nano: 3)")
     _add_device(p, "checked as elsewhere (cpu, cuda, cuda:N or auto); the import itself runs on the CPU")
 
+    p = command("import-grokking", "import a grokked model in Nanda et al.'s format as a run directory (grokking preset)")
+    p.add_argument("src", type=Path, help="the weights (.safetensors, Nanda et al.'s naming)")
+    p.add_argument("out_dir", type=Path, help="the new run directory")
+    p.add_argument("--config", type=Path, help="the run's config JSON, for p (default: p = the embedding's vocabulary - 1)")
+    _add_device(p, "checked as elsewhere (cpu, cuda, cuda:N or auto); the import itself runs on the CPU")
+
     p = command("predict", "greedy answers for the pairs in a CSV with columns a,b")
     p.add_argument("run_dir", type=Path, help=run_help)
     p.add_argument("--input", type=Path, required=True, help="CSV with columns a,b (non-negative integers)")
@@ -327,6 +333,8 @@ def format_table(rows: list[dict], columns: dict[str, str]) -> str:
 
 def _evaluation_text(result: dict) -> str:
     rows = [{"split": "ID", "pairs": result["n_id"], "accuracy": result["id_accuracy"], "which": result["id_pairs"]}]
+    if result.get("all_pairs_accuracy") is not None:
+        rows.append({"split": "all", "pairs": result["n_all_pairs"], "accuracy": result["all_pairs_accuracy"], "which": "every pair of the task's domain"})
     if result["ood_digits"] is not None:
         rows.append({"split": "OOD", "pairs": result["n_ood"], "accuracy": result["ood_accuracy"], "which": f"{result['ood_digits']}-digit operands"})
     head = f"{result['run']}: {result['task']}"
@@ -427,6 +435,19 @@ def _cmd_import(args, argv) -> int:
     return 0
 
 
+def _cmd_import_grokking(args, argv) -> int:
+    for path in (args.src, args.config):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path} does not exist")
+    require_new_run_dir(args.out_dir, "pick a new output directory")
+    _device(args)  # checked like everywhere; the import only converts weights to a file, so it stays on the CPU
+    from .imports import import_grokking
+
+    run = import_grokking(args.src, args.out_dir, config=args.config, command=["equiv-tools", *argv])
+    print(f"imported {args.src} into {run.path}: {run.task.describe()}, preset grokking")
+    return 0
+
+
 def _cmd_predict(args, argv) -> int:
     if args.output.is_dir():
         raise InputError(f"--output {args.output} is a folder; name a CSV file to write")
@@ -486,7 +507,7 @@ def _cmd_plot(args, argv) -> int:
 
 
 COMMANDS = {
-    "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import,
+    "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import, "import-grokking": _cmd_import_grokking,
     "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot,
 }
 
