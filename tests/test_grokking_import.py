@@ -93,3 +93,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["import-grokking", str(tmp_path / "other.safetensors"), str(tmp_path / "out")]) == 2
     assert "not a grokking checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_all_pairs_accuracy_counts_every_pair(tmp_path):
+    """On an untrained small model (no shared files needed): the share of the 7^2 pairs whose last-position argmax is right."""
+    from equiv_tools.config import RunConfig
+    from equiv_tools.evaluation import evaluate_run
+    from equiv_tools.models import build_model, write_run
+
+    task = ModularTask(p=7)
+    cfg = model_config(task, "grokking", seed=3, d_model=16, d_head=4, d_mlp=32)
+    run = write_run(tmp_path / "r", RunConfig(task, cfg, None, {}), build_model(cfg))
+    a, b = torch.arange(7).repeat_interleave(7), torch.arange(7).repeat(7)
+    with torch.no_grad():
+        right = run.model(torch.stack([a, b, torch.full_like(a, 7)], dim=1))[:, -1].argmax(-1) == (a + b) % 7
+    result = evaluate_run(run, n=10)
+    assert result["n_all_pairs"] == 49 and result["all_pairs_accuracy"] == right.double().mean().item()
+    assert result["n_id"] == 10 and result["ood_accuracy"] is None
