@@ -298,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
+    p = command("fourier", "Fourier analysis of a modular-addition run: top and key frequencies, restricted and excluded loss")
+    p.add_argument("run_dir", type=Path, help=run_help)
+    _add_device(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
     p = command("plot", "save a run's main figures: training curves, category map, digit distribution")
     p.add_argument("run_dir", type=Path, help=run_help)
     p.add_argument("--out", type=Path, required=True, help="folder for the figures (made if missing)")
@@ -486,6 +491,27 @@ def _cmd_reproduce(args, argv) -> int:
     return 0
 
 
+def _fourier_text(summary: dict) -> str:
+    names = ("loss", "restricted_loss", "excluded_loss", "total_weight_norm", "fourier_sparsity")
+    return "\n".join([
+        f"{summary['run']}: p = {summary['p']}",
+        "embedding's top frequencies: " + ", ".join(map(str, summary["embedding_top_frequencies"])),
+        "key frequencies (neurons):   " + (", ".join(map(str, summary["key_frequencies"])) or "none"),
+        *(f"{name + ':':<19} {summary[name]:.4g}" for name in names),
+        f"(losses over all p^2 pairs; excluded loss over {summary['excluded_loss_pairs']})",
+    ])
+
+
+def _cmd_fourier(args, argv) -> int:
+    device = _device(args)
+    from .fourier import fourier_summary
+    from .models import load_run
+
+    summary = fourier_summary(load_run(args.run_dir, device=device))
+    print(json.dumps(summary) if args.json else _fourier_text(summary))
+    return 0
+
+
 def _cmd_plot(args, argv) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file; name a folder for the figures")
@@ -508,7 +534,7 @@ def _cmd_plot(args, argv) -> int:
 
 COMMANDS = {
     "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import, "import-grokking": _cmd_import_grokking,
-    "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot,
+    "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot, "fourier": _cmd_fourier,
 }
 
 

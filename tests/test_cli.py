@@ -132,6 +132,7 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
         ["reproduce", "--paper-dir", "{tmp}/nowhere"],
         ["import-mingpt", "{tmp}/recorded/config.json", "{tmp}/imported", "--task", "addition"],
         ["import-grokking", "{tmp}/recorded/config.json", "{tmp}/imported"],
+        ["fourier", ADD3],
         ["plot", ADD3, "--out", "{tmp}/figures"],
     ],
 )
