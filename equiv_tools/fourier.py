@@ -166,6 +166,17 @@ def neuron_frequencies(model, task: Task) -> pd.DataFrame:
                          "explained": np.where(dead, 0.0, shares.max(0))})
 
 
+def neuron_activations(model, task: Task, neurons: Sequence[int]) -> pd.DataFrame:
+    """The chosen neurons' activations at the last position over the p x p grid: one row per (neuron, a, b), with
+    ``activation``. Pick neurons of a key frequency from ``neuron_frequencies`` (e.g. the most explained)."""
+    task = _modular(task, "neuron_activations")
+    acts = grid_neurons(model, task)  # [p, p, d_mlp]
+    a, b = np.meshgrid(np.arange(task.p), np.arange(task.p), indexing="ij")
+    frames = [pd.DataFrame({"neuron": int(n), "a": a.reshape(-1), "b": b.reshape(-1), "activation": acts[:, :, n].reshape(-1)})
+              for n in neurons]
+    return pd.concat(frames, ignore_index=True)
+
+
 def neuron_key_frequencies(neurons: pd.DataFrame, threshold: float = NEURON_THRESHOLD, min_neurons: Optional[int] = None) -> list[int]:
     """Frequencies that explain at least ``threshold`` of the variance of at least ``min_neurons`` neurons (default:
     1% of them, at least 1) in a ``neuron_frequencies`` frame; the largest clusters first."""

@@ -180,3 +180,29 @@ def test_the_grokked_model(nanda_dir, tmp_path, capsys):
     assert summary["loss"] < 1e-6 and summary["restricted_loss"] < 1e-6  # measured: 3.5e-7 and 2.2e-9
     assert summary["excluded_loss"] > 8  # measured: 9.04; uniform guessing is ln 114 = 4.74
     assert summary["total_weight_norm"] == pytest.approx(34.365, abs=1e-3) and summary["fourier_sparsity"] == pytest.approx(0.5265, abs=1e-4)
+
+
+def test_neuron_activations_and_the_static_plots():
+    from matplotlib.figure import Figure
+
+    from equiv_tools.fourier import neuron_activations
+    from equiv_tools.plots import plot_fourier_spectrum, plot_neuron_activations
+
+    task, model = small_model()
+    acts = grid_neurons(model, task)  # [7, 7, 16]
+    frame = neuron_activations(model, task, [3, 5])
+    assert frame.columns.tolist() == ["neuron", "a", "b", "activation"] and len(frame) == 2 * 49
+    row = frame[(frame.neuron == 5) & (frame.a == 2) & (frame.b == 6)].iloc[0]
+    assert row.activation == acts[2, 6, 5]
+
+    norms = embedding_frequency_norms(model, 7)
+    fig = plot_fourier_spectrum(norms, highlight=[2])
+    assert isinstance(fig, Figure)
+    bars = fig.axes[0].patches
+    assert [b.get_height() for b in bars] == norms.norm.tolist()
+    assert [b.get_facecolor() for b in bars].count(bars[1].get_facecolor()) == 1  # frequency 2 alone in its colour
+
+    fig = plot_neuron_activations(frame, frequency=3)
+    image = fig.axes[0].images[0].get_array()  # neuron 3, rows 3a mod 7, columns 3b mod 7
+    assert image.shape == (7, 7) and image[3 * 2 % 7, 3 * 6 % 7] == acts[2, 6, 3]
+    assert plot_neuron_activations(frame).axes[1].images[0].get_array()[2, 6] == acts[2, 6, 5]
