@@ -109,6 +109,10 @@ def load_grokking(src, config: Optional[str] = None, command: Optional[list[str]
     if "embed.W_E" in state and "p" not in task_fields:
         task_fields["p"] = int(state["embed.W_E"].shape[1]) - 1
     weights = grokking_to_bridge(state, str(src))
+    vocab = weights["embed.weight"].shape[0]
+    if vocab != task_fields["p"] + 1:
+        raise InputError(f"{src}: the embedding has {vocab} tokens, but p = {task_fields['p']} (from {config}) needs p + 1 = "
+                         f"{task_fields['p'] + 1}; the config belongs to another model")
     task = ModularTask(**task_fields)
     cfg = model_config(task, "grokking")
     model = build_model(cfg)

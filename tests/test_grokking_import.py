@@ -65,8 +65,11 @@ def test_cli_import_then_evaluate(nanda_dir, tmp_path, capsys):
     assert load_run(out).task == ModularTask(p=113)
 
 
-def test_p_from_the_embedding_without_config(nanda_dir):
+def test_p_from_the_embedding_without_config(nanda_dir, tmp_path):
     assert load_grokking(nanda_dir / WEIGHTS).task == ModularTask(p=113)
+    (tmp_path / "p97.json").write_text('{"p": 97, "fn_name": "add"}')
+    with pytest.raises(InputError, match=r"the embedding has 114 tokens, but p = 97 .* needs p \+ 1 = 98"):
+        load_grokking(nanda_dir / WEIGHTS, tmp_path / "p97.json")
 
 
 def test_missing_and_unused_weights_are_refused(nanda_dir, tmp_path):
@@ -92,6 +95,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "fn_name 'x2xyy2' has no kit task" in capsys.readouterr().err
     assert main(["import-grokking", str(tmp_path / "other.safetensors"), str(tmp_path / "out")]) == 2
     assert "not a grokking checkpoint" in capsys.readouterr().err
+    save_file({"embed.W_E": torch.zeros(16, 8)}, tmp_path / "small.safetensors")
+    (tmp_path / "p97.json").write_text('{"p": 97}')
+    assert main(["import-grokking", str(tmp_path / "small.safetensors"), str(tmp_path / "out"), "--config", str(tmp_path / "p97.json")]) == 2
+    assert "lacks" in capsys.readouterr().err  # the missing weights are named before anything else
     assert not (tmp_path / "out").exists()
 
 
