@@ -56,6 +56,8 @@ def read_grokking_config(path) -> dict:
             raise InputError(f"{path}: fn_name {source['fn_name']!r} has no kit task; the kit imports {sorted(FN_NAMES)}")
         fields["op"] = FN_NAMES[source["fn_name"]]
     if "frac_train" in source:
+        if not isinstance(source["frac_train"], (int, float)) or isinstance(source["frac_train"], bool):
+            raise InputError(f"{path}: frac_train must be a number, got {source['frac_train']!r}")
         fields["train_fraction"] = source["frac_train"]
     return fields
 
@@ -109,11 +111,11 @@ def load_grokking(src, config: Optional[str] = None, command: Optional[list[str]
     if "embed.W_E" in state and "p" not in task_fields:
         task_fields["p"] = int(state["embed.W_E"].shape[1]) - 1
     weights = grokking_to_bridge(state, str(src))
+    task = ModularTask(**task_fields)  # checks p and the train fraction
     vocab = weights["embed.weight"].shape[0]
-    if vocab != task_fields["p"] + 1:
-        raise InputError(f"{src}: the embedding has {vocab} tokens, but p = {task_fields['p']} (from {config}) needs p + 1 = "
-                         f"{task_fields['p'] + 1}; the config belongs to another model")
-    task = ModularTask(**task_fields)
+    if vocab != task.d_vocab:
+        raise InputError(f"{src}: the embedding has {vocab} tokens, but p = {task.p} (from {config}) needs p + 1 = "
+                         f"{task.d_vocab}; the config belongs to another model")
     cfg = model_config(task, "grokking")
     model = build_model(cfg)
     check_weights(model, weights, str(src))

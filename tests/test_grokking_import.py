@@ -70,6 +70,11 @@ def test_p_from_the_embedding_without_config(nanda_dir, tmp_path):
     (tmp_path / "p97.json").write_text('{"p": 97, "fn_name": "add"}')
     with pytest.raises(InputError, match=r"the embedding has 114 tokens, but p = 97 .* needs p \+ 1 = 98"):
         load_grokking(nanda_dir / WEIGHTS, tmp_path / "p97.json")
+    for bad, message in (('{"p": "113"}', "modulus p must be an integer"), ('{"p": 113, "frac_train": "x"}', "frac_train must be a number"),
+                         ('[1, 2]', "has no field 'p'"), ('{"p": 113, "frac_train": 1.5}', "train_fraction must lie")):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(InputError, match=message):
+            load_grokking(nanda_dir / WEIGHTS, tmp_path / "bad.json")
 
 
 def test_missing_and_unused_weights_are_refused(nanda_dir, tmp_path):
