@@ -13,6 +13,8 @@ from .tasks import AdditionTask, ModularDigitTask, ModularTask, MultiplicationTa
 
 _LAZY = {
     "build_model": "models", "load_run": "models", "import_mingpt": "models", "Run": "models",
+    "import_grokking": "imports", "load_grokking": "imports",
+    "fourier_summary": "fourier", "progress_series": "fourier", "spectrum_series": "fourier",
     "train": "training", "resume": "training", "read_metrics": "training",
     "greedy_decode": "decoding", "naive_greedy_decode": "decoding", "predict": "decoding",
     "score_digits": "decoding",

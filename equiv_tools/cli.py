@@ -274,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-heads", type=_positive_int, default=3, help="attention heads (gpt-nano: 3)")
     _add_device(p, "checked as elsewhere (cpu, cuda, cuda:N or auto); the import itself runs on the CPU")
 
+    p = command("import-grokking", "import a grokked model in Nanda et al.'s format as a run directory (grokking preset)")
+    p.add_argument("src", type=Path, help="the weights (.safetensors, Nanda et al.'s naming)")
+    p.add_argument("out_dir", type=Path, help="the new run directory")
+    p.add_argument("--config", type=Path, help="the run's config JSON, for p (default: p = the embedding's vocabulary - 1)")
+    _add_device(p, "checked as elsewhere (cpu, cuda, cuda:N or auto); the import itself runs on the CPU")
+
     p = command("predict", "greedy answers for the pairs in a CSV with columns a,b")
     p.add_argument("run_dir", type=Path, help=run_help)
     p.add_argument("--input", type=Path, required=True, help="CSV with columns a,b (non-negative integers)")
@@ -291,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampled pairs")
     _add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    p = command("fourier", "Fourier analysis of a modular-addition run: top and key frequencies, restricted and excluded loss")
+    p.add_argument("run_dir", type=Path, help=run_help)
+    _add_device(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     p = command("plot", "save a run's main figures: training curves, category map, digit distribution")
     p.add_argument("run_dir", type=Path, help=run_help)
@@ -327,6 +338,8 @@ def format_table(rows: list[dict], columns: dict[str, str]) -> str:
 
 def _evaluation_text(result: dict) -> str:
     rows = [{"split": "ID", "pairs": result["n_id"], "accuracy": result["id_accuracy"], "which": result["id_pairs"]}]
+    if result.get("all_pairs_accuracy") is not None:
+        rows.append({"split": "all", "pairs": result["n_all_pairs"], "accuracy": result["all_pairs_accuracy"], "which": "every pair of the task's domain"})
     if result["ood_digits"] is not None:
         rows.append({"split": "OOD", "pairs": result["n_ood"], "accuracy": result["ood_accuracy"], "which": f"{result['ood_digits']}-digit operands"})
     head = f"{result['run']}: {result['task']}"
@@ -427,6 +440,19 @@ def _cmd_import(args, argv) -> int:
     return 0
 
 
+def _cmd_import_grokking(args, argv) -> int:
+    for path in (args.src, args.config):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path} does not exist")
+    require_new_run_dir(args.out_dir, "pick a new output directory")
+    _device(args)  # checked like everywhere; the import only converts weights to a file, so it stays on the CPU
+    from .imports import import_grokking
+
+    run = import_grokking(args.src, args.out_dir, config=args.config, command=["equiv-tools", *argv])
+    print(f"imported {args.src} into {run.path}: {run.task.describe()}, preset grokking")
+    return 0
+
+
 def _cmd_predict(args, argv) -> int:
     if args.output.is_dir():
         raise InputError(f"--output {args.output} is a folder; name a CSV file to write")
@@ -465,6 +491,27 @@ def _cmd_reproduce(args, argv) -> int:
     return 0
 
 
+def _fourier_text(summary: dict) -> str:
+    names = ("loss", "restricted_loss", "excluded_loss", "total_weight_norm", "fourier_sparsity")
+    return "\n".join([
+        f"{summary['run']}: p = {summary['p']}",
+        "embedding's top frequencies: " + ", ".join(map(str, summary["embedding_top_frequencies"])),
+        "key frequencies (neurons):   " + (", ".join(map(str, summary["key_frequencies"])) or "none"),
+        *(f"{name + ':':<19} {summary[name]:.4g}" for name in names),
+        f"(losses over all p^2 pairs; excluded loss over {summary['excluded_loss_pairs']})",
+    ])
+
+
+def _cmd_fourier(args, argv) -> int:
+    device = _device(args)
+    from .fourier import fourier_summary
+    from .models import load_run
+
+    summary = fourier_summary(load_run(args.run_dir, device=device))
+    print(json.dumps(summary) if args.json else _fourier_text(summary))
+    return 0
+
+
 def _cmd_plot(args, argv) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file; name a folder for the figures")
@@ -486,8 +533,8 @@ def _cmd_plot(args, argv) -> int:
 
 
 COMMANDS = {
-    "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import,
-    "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot,
+    "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import, "import-grokking": _cmd_import_grokking,
+    "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot, "fourier": _cmd_fourier,
 }
 
 

@@ -28,17 +28,30 @@ def id_test_pairs(run: Run, n: int, seed: int = 0) -> tuple[tuple[np.ndarray, np
     return (a[:n], b[:n]), ID_TEST_SPLIT
 
 
+def all_pairs_accuracy(run: Run) -> dict:
+    """Exact-match accuracy over every pair a, b < ``task.id_limit`` (p^2 pairs for the modular layout), for tasks
+    without OOD split: ``{"all_pairs_accuracy": float, "n_all_pairs": int}``."""
+    task = run.task
+    if task.has_ood:
+        raise InputError(f"{task.describe()} has operands of any width; all_pairs_accuracy is for tasks whose every pair is in distribution")
+    a, b = task.grid(range(task.id_limit), range(task.id_limit))
+    accuracy = float(np.mean(predict(run.model, task, a, b) == task.truth(a, b)))
+    return {"all_pairs_accuracy": accuracy, "n_all_pairs": int(a.size)}
+
+
 def evaluate_run(run: Run, n: int = 10_000, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
     """Exact-match accuracy of greedy answers (hooks honoured) on ID pairs and on ``n`` OOD pairs (both operands long).
 
     ``id_pairs`` says whether the ID pairs are the run's held-out split or, for imported runs, an ID sample.
+    A task without OOD split (the modular grokking layout) also gets ``all_pairs_accuracy`` over every pair of
+    its domain (all p^2 pairs, whatever ``n``) and ``n_all_pairs``.
     """
     task = run.task
     (a, b), id_pairs = id_test_pairs(run, n, seed)
     result = {"run": str(run.path), "task": task.describe(), "id_accuracy": float(np.mean(predict(run.model, task, a, b) == task.truth(a, b))),
               "n_id": int(a.size), "id_pairs": id_pairs}
     if not task.has_ood:
-        return {**result, "ood_accuracy": None, "n_ood": 0, "ood_digits": None, "seed": seed}
+        return {**result, **all_pairs_accuracy(run), "ood_accuracy": None, "n_ood": 0, "ood_digits": None, "seed": seed}
     ood_digits = task.train_digits + 1 if ood_digits is None else ood_digits
     oa, ob = task.sample_ood(n, ood_digits, seed=seed)
     ood_accuracy = float(np.mean(predict(run.model, task, oa, ob) == task.truth(oa, ob)))

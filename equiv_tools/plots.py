@@ -150,3 +150,47 @@ def plot_digit_distribution(dist: pd.DataFrame, title: Optional[str] = None) -> 
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_fourier_spectrum(norms: pd.DataFrame, title: Optional[str] = None, highlight: Sequence[int] = ()) -> Figure:
+    """The embedding's norm per frequency as bars: a ``fourier.embedding_frequency_norms`` frame (frequency, norm).
+
+    ``highlight`` frequencies (e.g. the key ones) are drawn in a second colour and labelled.
+    """
+    fig = Figure(figsize=(8, 3.4), layout="constrained")
+    ax = fig.subplots()
+    highlight = set(int(k) for k in highlight)
+    colours = ["#c8553d" if int(k) in highlight else "#4c72b0" for k in norms.frequency]
+    ax.bar(norms.frequency, norms.norm, color=colours, width=0.8)
+    for row in norms[norms.frequency.isin(highlight)].itertuples():
+        ax.annotate(str(row.frequency), (row.frequency, row.norm), ha="center", va="bottom", fontsize="small")
+    ax.set_xlabel("frequency k (cos and sin of 2πk·x/p)")
+    ax.set_ylabel("embedding norm")
+    ax.set_xlim(0.3, norms.frequency.max() + 0.7)
+    ax.set_title(title or "the embedding in the Fourier basis")
+    return fig
+
+
+def plot_neuron_activations(frame: pd.DataFrame, title: Optional[str] = None, frequency: Optional[int] = None) -> Figure:
+    """Heatmaps of neuron activations over (a, b), one panel per neuron: a ``fourier.neuron_activations`` frame
+    (neuron, a, b, activation). b runs along x and a up the y axis, as in every figure of the kit.
+
+    With ``frequency`` k, the axes are k·a mod p and k·b mod p (p = the grid's size): a wave of frequency k
+    then shows as one smooth period instead of k fine stripes.
+    """
+    if frequency is not None:
+        p = int(frame.a.max()) + 1
+        frame = frame.assign(a=frame.a * frequency % p, b=frame.b * frequency % p)
+    neurons = list(dict.fromkeys(frame.neuron))
+    fig = Figure(figsize=(3.3 * len(neurons) + 0.6, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(neurons), sharey=True))
+    for ax, neuron in zip(axes, neurons):
+        grid = _pivot(frame[frame.neuron == neuron], "activation")
+        image = ax.imshow(grid.to_numpy(), origin="lower", cmap="viridis", aspect="equal", interpolation="nearest")
+        fig.colorbar(image, ax=ax, orientation="horizontal", shrink=0.85)
+        ax.set_title(f"neuron {neuron}", fontsize="medium")
+        ax.set_xlabel("b" if frequency is None else f"{frequency}·b mod p")
+    axes[0].set_ylabel("a" if frequency is None else f"{frequency}·a mod p")
+    if title:
+        fig.suptitle(title)
+    return fig

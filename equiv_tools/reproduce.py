@@ -28,8 +28,12 @@ PAPER_TASK = AdditionTask(train_digits=3, width=5)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def find_paper_dir(paper_dir=None) -> tuple[Optional[Path], str]:
-    """(the folder holding ``exploregpt-adder/``, or None; where it was found, or why it was not)."""
+def find_paper_dir(paper_dir=None, holding: str = "exploregpt-adder") -> tuple[Optional[Path], str]:
+    """(the folder holding ``holding/``, or None; where it was found, or why it was not).
+
+    ``holding`` names the material looked for: ``exploregpt-adder`` (the paper's checkpoints) or
+    ``nanda-grokking`` (Nanda et al.'s grokked model), both found the same way.
+    """
     if paper_dir is not None:
         candidates = [(Path(paper_dir), "--paper-dir")]
     elif os.environ.get(PAPER_ENV):
@@ -37,10 +41,11 @@ def find_paper_dir(paper_dir=None) -> tuple[Optional[Path], str]:
     else:
         candidates = [(Path.cwd().parent / "shared" / "paper", "../shared/paper"), (REPO_ROOT.parent / "shared" / "paper", "../shared/paper")]
     for path, source in candidates:
-        if (path / "exploregpt-adder").is_dir():
+        if (path / holding).is_dir():
             return path, f"found via {source}: {path}"
     tried = ", ".join(f"{source} ({path})" for path, source in candidates)
-    return None, f"the paper's checkpoints were not found (looked in {tried}); set {PAPER_ENV} or pass --paper-dir"
+    what = "the paper's checkpoints were" if holding == "exploregpt-adder" else f"{holding}/ was"
+    return None, f"{what} not found (looked in {tried}); set {PAPER_ENV} or pass --paper-dir"
 
 
 def paper_checkpoint(name: str = "model_s2.pt", paper_dir=None) -> tuple[Optional[Path], str]:

@@ -43,3 +43,15 @@ def tiny_run(tmp_path_factory):
     cfg = TrainConfig(steps=300, batch_size=64, lr=3e-3, eval_every=100, checkpoint_every=100, n_train=60, n_test=40, n_eval=40, warmup_steps=10)
     train(AdditionTask(train_digits=1, width=2), out, train_cfg=cfg, model_overrides=dict(n_layers=2, d_model=32, d_head=16, n_heads=2, d_mlp=64), progress=False)
     return load_run(out)
+
+
+@pytest.fixture(scope="session")
+def nanda_dir() -> Path:
+    """The folder nanda-grokking/ (Nanda et al.'s grokked model), found like the paper's checkpoints: skipped with the
+    reason when absent, a failure when CI=true."""
+    folder, reason = find_paper_dir(holding="nanda-grokking")
+    if folder is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return folder / "nanda-grokking"

@@ -131,6 +131,8 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has
         ["relations", ADD3],
         ["reproduce", "--paper-dir", "{tmp}/nowhere"],
         ["import-mingpt", "{tmp}/recorded/config.json", "{tmp}/imported", "--task", "addition"],
+        ["import-grokking", "{tmp}/recorded/config.json", "{tmp}/imported"],
+        ["fourier", ADD3],
         ["plot", ADD3, "--out", "{tmp}/figures"],
     ],
 )
@@ -236,6 +238,7 @@ def test_reproduce_with_the_paper(paper_dir, capsys):
         (["train", "--task", "addition", "--out", "x", "--lr", "-1"], "lr must be positive"),
         (["train", "--task", "addition", "--train-digits", "7", "--out", "x"], "does not fit"),
         (["import-mingpt", "/nonexistent.pt", "out", "--task", "addition"], "does not exist"),
+        (["import-grokking", "/nonexistent.safetensors", "out"], "does not exist"),
         (["train", "--task", "addition"], "needs --task and --out"),
     ],
 )

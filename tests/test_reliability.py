@@ -195,7 +195,7 @@ def fuzz_paths(tiny_run, tmp_path):
 
 
 TOKENS = [
-    "train", "evaluate", "import-mingpt", "predict", "relations", "plot", "bogus",
+    "train", "evaluate", "import-mingpt", "import-grokking", "fourier", "predict", "relations", "plot", "bogus", "--config",
     "--device", "cuda", "cpu", "auto", "--grad-clip", "none", "--n-layers", "--d-model",
     "--task", "--train-digits", "--width", "--p", "--op", "--preset", "--out", "--resume", "--steps", "--batch-size",
     "--lr", "--weight-decay", "--seed", "--json", "--n", "--ood-digits", "--input", "--output", "--n-heads", "--bogus",
