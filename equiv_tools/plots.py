@@ -138,3 +138,26 @@ def plot_digit_distribution(dist: pd.DataFrame, title: Optional[str] = None) -> 
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_sensitivity(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
+    """Heatmap of answer-digit change rates, operand positions (rows) x answer positions (columns), one panel per split.
+
+    ``frame``: a ``sensitivity.input_sensitivity`` frame (split, operand_position, answer_position, change_rate);
+    positions keep the frame's order, and cells with no input (padding above the leading digit) stay blank.
+    """
+    splits = list(dict.fromkeys(frame["split"]))
+    rows, columns = list(dict.fromkeys(frame.operand_position)), list(dict.fromkeys(frame.answer_position))
+    fig = Figure(figsize=(0.8 * len(columns) * len(splits) + 2.5, 0.4 * len(rows) + 1.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(splits), sharey=True))
+    for ax, split in zip(axes, splits):
+        grid = frame[frame.split == split].pivot(index="operand_position", columns="answer_position", values="change_rate")
+        sns.heatmap(grid.reindex(index=rows, columns=columns), ax=ax, cmap="rocket_r", vmin=0, vmax=1, annot=True, fmt=".2f",
+                    annot_kws={"fontsize": 7}, cbar=ax is axes[-1], cbar_kws={"label": "answer digit changed"})
+        ax.set_title(split)
+        ax.set_xlabel("answer position")
+        ax.set_ylabel("")
+    axes[0].set_ylabel("resampled operand digit")
+    if title:
+        fig.suptitle(title)
+    return fig
