@@ -161,3 +161,53 @@ def plot_sensitivity(frame: pd.DataFrame, title: Optional[str] = None) -> Figure
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_attention(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
+    """Attention heatmaps, one panel per layer (rows) and head (columns), queries down and keys across, by position name.
+
+    ``frame``: a ``reading.mean_attention`` frame, or the rows of one item of ``reading.attention_patterns``
+    (layer, head, query, key, weight); positions keep the frame's order.
+    """
+    if "item" in frame and frame["item"].nunique() > 1:
+        raise ValueError("pass the rows of one item (frame[frame.item == i]) or a mean_attention frame")
+    layers, heads = sorted(frame.layer.unique()), sorted(frame["head"].unique())
+    order = list(dict.fromkeys([*frame["key"], *frame["query"]]))
+    fig = Figure(figsize=(4.2 * len(heads), 3.8 * len(layers)), layout="constrained")
+    axes = np.array(fig.subplots(len(layers), len(heads), squeeze=False))
+    for (r, layer), (c, head) in ((rl, hc) for rl in enumerate(layers) for hc in enumerate(heads)):
+        cell = frame[(frame.layer == layer) & (frame["head"] == head)]
+        grid = cell.pivot(index="query", columns="key", values="weight").reindex(index=order, columns=order)
+        sns.heatmap(grid, ax=axes[r, c], cmap="Blues", vmin=0, vmax=1, cbar=False, square=True, xticklabels=True, yticklabels=True)
+        axes[r, c].set_title(f"layer {layer}, head {head}", fontsize="medium")
+        axes[r, c].tick_params(labelsize=6)
+        axes[r, c].set_xlabel("key")
+        axes[r, c].set_ylabel("query")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_logit_lens(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
+    """Mean probability of each digit (up) at each answer position (across), read at each depth (columns), per split (rows).
+
+    ``frame``: a ``reading.split_logit_lens`` frame (split, layer, answer_position, digit, probability); a
+    ``reading.logit_lens`` frame without a split column is drawn as one row.
+    """
+    frame = frame if "split" in frame else frame.assign(split="")
+    splits, layers = list(dict.fromkeys(frame["split"])), sorted(frame.layer.unique())
+    positions = list(dict.fromkeys(frame.answer_position))
+    fig = Figure(figsize=(0.5 * len(positions) * len(layers) + 2, 3.4 * len(splits)), layout="constrained")
+    axes = np.array(fig.subplots(len(splits), len(layers), squeeze=False, sharey=True))
+    for (r, split), (c, layer) in ((sr, lc) for sr in enumerate(splits) for lc in enumerate(layers)):
+        cell = frame[(frame["split"] == split) & (frame.layer == layer)]
+        grid = cell.pivot(index="digit", columns="answer_position", values="probability")[positions]
+        sns.heatmap(grid, ax=axes[r, c], cmap="mako_r", vmin=0, vmax=1, cbar=False)
+        axes[r, c].invert_yaxis()
+        axes[r, c].set_title(f"{split} layer {layer}".strip(), fontsize="medium")
+        axes[r, c].set_xlabel("")
+        axes[r, c].set_ylabel("digit" if c == 0 else "")
+        axes[r, c].tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title)
+    return fig
