@@ -211,3 +211,28 @@ def plot_logit_lens(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_pca_series(frame: pd.DataFrame, separation: pd.DataFrame, checkpoints: Optional[Sequence] = None,
+                    title: Optional[str] = None) -> Figure:
+    """Scatter of the first two shared principal components, one panel per checkpoint, coloured by class, on shared axes.
+
+    ``frame`` and ``separation``: a ``projection.PCASeries``'s (checkpoint, colour, pc1, pc2; checkpoint, silhouette);
+    ``checkpoints`` picks and orders the panels (default: all). Each panel's title gives its silhouette.
+    """
+    checkpoints = list(dict.fromkeys(frame.checkpoint)) if checkpoints is None else list(checkpoints)
+    score = separation.set_index("checkpoint").silhouette
+    classes = sorted(frame.colour.unique())
+    palette = dict(zip(classes, sns.color_palette("tab10" if len(classes) <= 10 else "husl", len(classes))))
+    fig = Figure(figsize=(3.2 * len(checkpoints) + 1.2, 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(checkpoints), sharex=True, sharey=True))
+    for ax, checkpoint in zip(axes, checkpoints):
+        rows = frame[frame.checkpoint == checkpoint]
+        ax.scatter(rows.pc1, rows.pc2, c=[palette[c] for c in rows.colour], s=6, alpha=0.8, linewidths=0)
+        ax.set_title(f"{checkpoint}: silhouette {score[checkpoint]:.2f}", fontsize="medium")
+        ax.set_xlabel("PC 1")
+    axes[0].set_ylabel("PC 2")
+    fig.legend(handles=[Patch(color=palette[c], label=str(c)) for c in classes], loc="outside right center", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
