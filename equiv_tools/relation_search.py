@@ -5,7 +5,8 @@ truncations and the task's operation, ``(a mod 10^i) op (b mod 10^j)``,
 optionally reduced ``mod 10^k`` (or ``mod p`` for a modular task), with
 i, j < width (a truncation at the width is the whole operand) and
 1 <= k <= width, and scores every one against the model's greedy answers,
-decoded once.
+decoded once. Given an input-digit sensitivity frame (``sensitivity.digit_sensitivity``),
+the truncations are limited to the digits the model was seen to read.
 """
 from __future__ import annotations
 
@@ -47,6 +48,24 @@ def relation_grammar(task: DigitTask) -> pd.DataFrame:
     return frame.astype({"a_mod": "Int64", "b_mod": "Int64", "reduced_mod": "Int64"})
 
 
+def read_digits(task: DigitTask, sensitivity: pd.DataFrame, threshold: float = 0.01) -> tuple[Optional[int], Optional[int]]:
+    """How many low digits of a and of b the model reads: for each operand, one more than the highest position whose
+    resampling changes some answer digit in more than ``threshold`` of inputs; None (the whole operand) when that is
+    the highest position the inputs have. ``sensitivity``: a ``digit_sensitivity`` frame (one split)."""
+    if "split" in sensitivity and sensitivity["split"].nunique() > 1:
+        raise InputError("pass the sensitivity rows of one split, e.g. frame[frame.split == 'ood']")
+    changes = sensitivity.groupby("operand_position", sort=False).agg(rate=("change_rate", "max"), n=("n", "max"))
+    names = task.position_names()
+    counts = []
+    for operand in (names[: task.width], names[task.width : task.prompt_len]):  # most significant first
+        present = [name for name in operand if changes.n[name] > 0]
+        read = [k for k, name in enumerate(reversed(operand)) if changes.n[name] > 0 and changes.rate[name] > threshold]
+        if not read:
+            raise InputError("the sensitivity frame shows no operand digit that changes the answer; nothing to guide the search")
+        counts.append(None if max(read) + 1 >= len(present) else max(read) + 1)
+    return counts[0], counts[1]
+
+
 def relation_values(grammar: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Each grammar row's answers on (a, b): int64 [relations, n]."""
     return np.stack([rule(a, b) for rule in grammar["rule"]])
@@ -85,12 +104,14 @@ class RelationSearch:
 
 
 def search_relations(model, task: DigitTask, a, b, answers: Optional[np.ndarray] = None, batch_size: int = 4096,
-                     tolerance: float = TOLERANCE) -> RelationSearch:
+                     tolerance: float = TOLERANCE, sensitivity: Optional[pd.DataFrame] = None) -> RelationSearch:
     """Rank the grammar of ``task`` by agreement with the model's greedy answers on (a, b), each [n].
 
     The answers are decoded once with ``greedy_decode`` (the user's hooks apply) unless given as
     integers [n]; every relation is then scored with numpy. Among relations within ``tolerance``
     of the best accuracy, the one with the fewest terms (then the smallest exponents) comes first.
+    With ``sensitivity`` (a ``digit_sensitivity`` frame of one split), only truncations to the digits the model
+    reads are searched (``read_digits``).
     """
     if not isinstance(task, DigitTask):
         raise InputError(f"search_relations needs a task in the digit layout; {task.describe()} has no digits to truncate")
@@ -103,6 +124,10 @@ def search_relations(model, task: DigitTask, a, b, answers: Optional[np.ndarray]
     if answers.size != a.size:
         raise InputError(f"{answers.size} answers for {a.size} inputs")
     grammar = relation_grammar(task)
+    if sensitivity is not None:
+        i, j = read_digits(task, sensitivity)
+        keep = (grammar.a_mod.isna() if i is None else grammar.a_mod == i) & (grammar.b_mod.isna() if j is None else grammar.b_mod == j)
+        grammar = grammar[keep.to_numpy(dtype=bool, na_value=False)].reset_index(drop=True)
     grammar["accuracy"] = (relation_values(grammar, a, b) == answers[None, :]).mean(axis=1)  # [relations]
     ranked = rank_simplest_first(grammar, tolerance)
     columns = ["relation", "accuracy", "terms", "exponents", "a_mod", "b_mod", "reduced_mod"]

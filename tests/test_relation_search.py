@@ -8,8 +8,9 @@ import pytest
 from equiv_tools import AdditionTask, InputError, ModularDigitTask, ModularTask, MultiplicationTask
 from equiv_tools import relations as R
 from equiv_tools.discovery import class_map, discover_relations
-from equiv_tools.relation_search import relation_grammar, search_relations
+from equiv_tools.relation_search import read_digits, relation_grammar, search_relations
 from equiv_tools.reproduce import PAPER_TASK
+from equiv_tools.sensitivity import digit_sensitivity
 
 PAPER_RELATION = "(a mod 10^3) + (b mod 10^3)"
 
@@ -88,3 +89,18 @@ def test_mul2_nano_finds_the_rule_of_the_hand_written_list():
     search = search_relations(run.model, task, a, b)
     assert search.frame.relation.iloc[0] == summary.relation.iloc[0] == "(a mod 10^2) * (b mod 10^2)"
     assert search.frame.accuracy.iloc[0] == summary.accuracy.iloc[0] > 0.8
+
+
+def test_sensitivity_guides_the_search_to_the_digits_read(add3_nano):
+    task = add3_nano.task
+    a, b = task.sample_ood(200, digits=4, seed=5)
+    frame = digit_sensitivity(add3_nano.model, task, a, b, seed=0)
+    assert read_digits(task, frame) == (3, 3)  # the thousands digits change (almost) nothing
+    guided = search_relations(add3_nano.model, task, a, b, sensitivity=frame)
+    assert len(guided.frame) == 6  # (a mod 10^3) + (b mod 10^3), unreduced or reduced mod 10^1..10^5
+    assert guided.best.name == PAPER_RELATION
+    full = search_relations(add3_nano.model, task, a, b).frame.set_index("relation").accuracy
+    assert guided.frame.accuracy.iloc[0] == full[PAPER_RELATION] == full.max()
+    # a model reading every digit present keeps whole operands
+    every = frame.assign(change_rate=1.0)
+    assert read_digits(task, every) == (None, None)
