@@ -23,6 +23,9 @@ _LAZY = {
     "grid_answers": "maps", "classify": "maps", "category_shares": "maps", "digit_distribution": "maps",
     "find_paper_dir": "reproduce", "reproduce": "reproduce", "paper_checkpoint": "reproduce",
     "load_paper_model": "reproduce", "model_catalog": "reproduce",
+    "search_relations": "relation_search", "input_sensitivity": "sensitivity", "digit_sensitivity": "sensitivity",
+    "attention_patterns": "reading", "mean_attention": "reading", "logit_lens": "reading", "split_logit_lens": "reading",
+    "pca_series": "projection", "checkpoint_models": "projection",
 }
 
 __all__ = [

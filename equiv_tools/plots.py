@@ -191,6 +191,100 @@ def plot_neuron_activations(frame: pd.DataFrame, title: Optional[str] = None, fr
         ax.set_title(f"neuron {neuron}", fontsize="medium")
         ax.set_xlabel("b" if frequency is None else f"{frequency}·b mod p")
     axes[0].set_ylabel("a" if frequency is None else f"{frequency}·a mod p")
+
+def plot_sensitivity(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
+    """Heatmap of answer-digit change rates, operand positions (rows) x answer positions (columns), one panel per split.
+
+    ``frame``: a ``sensitivity.input_sensitivity`` frame (split, operand_position, answer_position, change_rate);
+    positions keep the frame's order, and cells with no input (padding above the leading digit) stay blank.
+    """
+    splits = list(dict.fromkeys(frame["split"]))
+    rows, columns = list(dict.fromkeys(frame.operand_position)), list(dict.fromkeys(frame.answer_position))
+    fig = Figure(figsize=(0.8 * len(columns) * len(splits) + 2.5, 0.4 * len(rows) + 1.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(splits), sharey=True))
+    for ax, split in zip(axes, splits):
+        grid = frame[frame.split == split].pivot(index="operand_position", columns="answer_position", values="change_rate")
+        sns.heatmap(grid.reindex(index=rows, columns=columns), ax=ax, cmap="rocket_r", vmin=0, vmax=1, annot=True, fmt=".2f",
+                    annot_kws={"fontsize": 7}, cbar=ax is axes[-1], cbar_kws={"label": "answer digit changed"})
+        ax.set_title(split)
+        ax.set_xlabel("answer position")
+        ax.set_ylabel("")
+    axes[0].set_ylabel("resampled operand digit")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_attention(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
+    """Attention heatmaps, one panel per layer (rows) and head (columns), queries down and keys across, by position name.
+
+    ``frame``: a ``reading.mean_attention`` frame, or the rows of one item of ``reading.attention_patterns``
+    (layer, head, query, key, weight); positions keep the frame's order.
+    """
+    if "item" in frame and frame["item"].nunique() > 1:
+        raise ValueError("pass the rows of one item (frame[frame.item == i]) or a mean_attention frame")
+    layers, heads = sorted(frame.layer.unique()), sorted(frame["head"].unique())
+    order = list(dict.fromkeys([*frame["key"], *frame["query"]]))
+    fig = Figure(figsize=(4.2 * len(heads), 3.8 * len(layers)), layout="constrained")
+    axes = np.array(fig.subplots(len(layers), len(heads), squeeze=False))
+    for (r, layer), (c, head) in ((rl, hc) for rl in enumerate(layers) for hc in enumerate(heads)):
+        cell = frame[(frame.layer == layer) & (frame["head"] == head)]
+        grid = cell.pivot(index="query", columns="key", values="weight").reindex(index=order, columns=order)
+        sns.heatmap(grid, ax=axes[r, c], cmap="Blues", vmin=0, vmax=1, cbar=False, square=True, xticklabels=True, yticklabels=True)
+        axes[r, c].set_title(f"layer {layer}, head {head}", fontsize="medium")
+        axes[r, c].tick_params(labelsize=6)
+        axes[r, c].set_xlabel("key")
+        axes[r, c].set_ylabel("query")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_logit_lens(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
+    """Mean probability of each digit (up) at each answer position (across), read at each depth (columns), per split (rows).
+
+    ``frame``: a ``reading.split_logit_lens`` frame (split, layer, answer_position, digit, probability); a
+    ``reading.logit_lens`` frame without a split column is drawn as one row.
+    """
+    frame = frame if "split" in frame else frame.assign(split="")
+    splits, layers = list(dict.fromkeys(frame["split"])), sorted(frame.layer.unique())
+    positions = list(dict.fromkeys(frame.answer_position))
+    fig = Figure(figsize=(0.5 * len(positions) * len(layers) + 2, 3.4 * len(splits)), layout="constrained")
+    axes = np.array(fig.subplots(len(splits), len(layers), squeeze=False, sharey=True))
+    for (r, split), (c, layer) in ((sr, lc) for sr in enumerate(splits) for lc in enumerate(layers)):
+        cell = frame[(frame["split"] == split) & (frame.layer == layer)]
+        grid = cell.pivot(index="digit", columns="answer_position", values="probability")[positions]
+        sns.heatmap(grid, ax=axes[r, c], cmap="mako_r", vmin=0, vmax=1, cbar=False)
+        axes[r, c].invert_yaxis()
+        axes[r, c].set_title(f"{split} layer {layer}".strip(), fontsize="medium")
+        axes[r, c].set_xlabel("")
+        axes[r, c].set_ylabel("digit" if c == 0 else "")
+        axes[r, c].tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_pca_series(frame: pd.DataFrame, separation: pd.DataFrame, checkpoints: Optional[Sequence] = None,
+                    title: Optional[str] = None) -> Figure:
+    """Scatter of the first two shared principal components, one panel per checkpoint, coloured by class, on shared axes.
+
+    ``frame`` and ``separation``: a ``projection.PCASeries``'s (checkpoint, colour, pc1, pc2; checkpoint, silhouette);
+    ``checkpoints`` picks and orders the panels (default: all). Each panel's title gives its silhouette.
+    """
+    checkpoints = list(dict.fromkeys(frame.checkpoint)) if checkpoints is None else list(checkpoints)
+    score = separation.set_index("checkpoint").silhouette
+    classes = sorted(frame.colour.unique())
+    palette = dict(zip(classes, sns.color_palette("tab10" if len(classes) <= 10 else "husl", len(classes))))
+    fig = Figure(figsize=(3.2 * len(checkpoints) + 1.2, 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(checkpoints), sharex=True, sharey=True))
+    for ax, checkpoint in zip(axes, checkpoints):
+        rows = frame[frame.checkpoint == checkpoint]
+        ax.scatter(rows.pc1, rows.pc2, c=[palette[c] for c in rows.colour], s=6, alpha=0.8, linewidths=0)
+        ax.set_title(f"{checkpoint}: silhouette {score[checkpoint]:.2f}", fontsize="medium")
+        ax.set_xlabel("PC 1")
+    axes[0].set_ylabel("PC 2")
+    fig.legend(handles=[Patch(color=palette[c], label=str(c)) for c in classes], loc="outside right center", fontsize="small")
     if title:
         fig.suptitle(title)
     return fig

@@ -76,3 +76,34 @@ def modular_sum(p: int) -> Relation:
 
 def modular_product(p: int) -> Relation:
     return Relation(f"(a * b) mod {p}", lambda a, b: (a * b) % p)
+
+
+_OPERATIONS = {"+": np.add, "*": np.multiply}
+
+
+def truncation_relation(symbol: str, i: Optional[int] = None, j: Optional[int] = None,
+                        k: Optional[int] = None, p: Optional[int] = None) -> Relation:
+    """``(a mod 10^i) op (b mod 10^j)``, reduced ``mod 10^k`` or ``mod p`` when given; ``i`` or ``j`` None keeps that operand whole.
+
+    ``symbol`` is the task's operation, ``"+"`` or ``"*"``. Names are those of the constructors
+    above (``a + b``, ``(a + b) mod 10^2``, ``(a mod 10^3) + (b mod 10^3)``,
+    ``((a mod 10^2) * (b mod 10^2)) mod 97``); a truncated operand gives a representative
+    ``(a mod 10^i, b mod 10^j)``.
+    """
+    if k is not None and p is not None:
+        raise ValueError("reduce mod 10^k or mod p, not both")
+    op = _OPERATIONS[symbol]
+    ma = None if i is None else 10**i
+    mb = None if j is None else 10**j
+    modulus = 10**k if k is not None else p
+    core = f"{'a' if i is None else f'(a mod 10^{i})'} {symbol} {'b' if j is None else f'(b mod 10^{j})'}"
+    name = core if modulus is None else f"({core}) mod {'10^' + str(k) if k is not None else p}"
+
+    def operands(a, b):
+        return (a if ma is None else a % ma), (b if mb is None else b % mb)
+
+    def fn(a, b):
+        value = op(*operands(a, b))
+        return value if modulus is None else value % modulus
+
+    return Relation(name, fn, None if i is None and j is None else operands)

@@ -121,3 +121,15 @@ def test_map_viewer_in_chromium(lab, page, tmp_path):
     expect(pair).to_contain_text("matches relation")
     _screenshot(page, ".et-map-readout", screenshot)
     assert screenshot.stat().st_size > 10_000
+
+
+def test_representation_explorer_slider_in_chromium(lab, page, tmp_path):
+    _run_all(page, lab, "05_reading_the_model.ipynb")
+    readout = page.locator(".et-pca-readout")
+    expect(readout).to_contain_text("step 2000: silhouette", timeout=300_000)
+    box = page.locator(".widget-vbox").filter(has=readout).last
+    handle = box.locator(".widget-slider .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    handle.press("ArrowLeft")  # one step back along the checkpoint series: 2000 -> 1500, through the kernel
+    expect(readout).to_contain_text("step 1500: silhouette", timeout=120_000)

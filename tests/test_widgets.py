@@ -232,3 +232,25 @@ def test_map_viewer_caps_the_grid(add3_nano):
     viewer.a_to.value, viewer.a_from.value = 9999, 0
     assert "at most 40,000" in viewer.message.value
     assert len(viewer.frame) == 100  # the last good map stays
+
+
+def test_representation_explorer_slider_redraws_and_choices_recompute():
+    from pathlib import Path
+
+    from equiv_tools.widgets import RepresentationExplorer
+
+    run_dir = Path(__file__).resolve().parents[1] / "data" / "add3_nano"
+    explorer = RepresentationExplorer(run_dir, steps=[0, 1500], n=150)
+    assert explorer.message.value == ""
+    series = explorer.series
+    score = series.separation.set_index("checkpoint").silhouette
+    assert explorer.checkpoint.value == 1500 and f"silhouette <b>{score[1500]:.2f}</b>" in explorer.readout.value
+    explorer.checkpoint.value = 0
+    assert explorer.series is series  # the slider only redraws
+    assert explorer.figure.axes[0].get_title() == f"0: silhouette {score[0]:.2f}"
+    explorer.colour.value = "a mod 10"
+    assert explorer.series is not series and explorer.series.colouring == "a mod 10"
+    explorer.position.value = 0
+    assert "position a[10^4]" in explorer.readout.value
+    broken = RepresentationExplorer(run_dir, steps=[150])
+    assert "no checkpoint for step" in broken.message.value and broken.series is None
