@@ -107,7 +107,9 @@ class LeanModel:
     [batch, pos, d_model]; attn.hook_q/k/v/z [batch, pos, n_heads, d_head];
     attn.hook_pattern [batch, n_heads, query_pos, key_pos]; mlp.hook_pre/post
     [batch, pos, d_mlp]; ln_final.hook_normalized [batch, pos, d_model] (with LayerNorm;
-    normalised, before the weight and bias, as in the bridge).
+    normalised, before the weight and bias, as in the bridge). As in the bridge (TransformerLens
+    4.x), a patch at hook_resid_mid changes the MLP's input only, not the residual stream
+    that hook_resid_post adds the MLP's output to.
     """
 
     def __init__(self, model):
@@ -138,6 +140,15 @@ class LeanModel:
 
     def _norm(self, x, wb):
         return F.layer_norm(x, x.shape[-1:], wb[0], wb[1], self.eps) if self.layer_norm else x
+
+    def attn_output(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """Layer ``layer``'s attention output [batch, pos, d_model] from its heads' outputs ``z`` [batch, pos, n_heads, d_head]."""
+        return F.linear(z.reshape(*z.shape[:2], -1), *self.layers[layer]["o"])  # [batch, pos, n_heads * d_head] in
+
+    def mlp_output(self, layer: int, resid_mid: torch.Tensor) -> torch.Tensor:
+        """Layer ``layer``'s MLP output [batch, pos, d_model] from the residual stream ``resid_mid`` [batch, pos, d_model]."""
+        y = self._norm(resid_mid, self.layers[layer]["ln2"])
+        return F.linear(self.act(F.linear(y, *self.layers[layer]["mlp_in"])), *self.layers[layer]["mlp_out"])
 
     def __call__(self, tokens: torch.Tensor, cache: Optional[list] = None, last_only: bool = False) -> torch.Tensor:
         """Logits [batch, pos, d_vocab_out] for ``tokens`` [batch, pos].
@@ -235,17 +246,18 @@ class LeanModel:
                     z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [batch, n_heads, pos, d_head]
                 z = z.transpose(1, 2)  # [batch, pos, n_heads, d_head]
                 if hooked:
-                    attn_out = point(p + "hook_attn_out", F.linear(point(p + "attn.hook_z", z).reshape(batch, n_new, -1), *layer["o"]))
-                    h = point(p + "hook_resid_mid", h + attn_out)
+                    h = h + point(p + "hook_attn_out", self.attn_output(i, point(p + "attn.hook_z", z)))
                 else:
                     h = h + F.linear(z.reshape(batch, n_new, -1), *layer["o"])
             if skip <= 1:
-                y = self._norm(h, layer["ln2"])
                 if hooked:
+                    # As in the bridge: a patch at hook_resid_mid reaches the MLP's input only; the
+                    # residual stream carries on unpatched (hook_resid_mid is the input of ln2).
+                    y = self._norm(point(p + "hook_resid_mid", h), layer["ln2"])
                     post = point(p + "mlp.hook_post", self.act(point(p + "mlp.hook_pre", F.linear(y, *layer["mlp_in"]))))
                     h = point(p + "hook_resid_post", h + point(p + "hook_mlp_out", F.linear(post, *layer["mlp_out"])))
                 else:
-                    h = h + F.linear(self.act(F.linear(y, *layer["mlp_in"])), *layer["mlp_out"])
+                    h = h + self.mlp_output(i, h)
         if last_only:
             h = h[:, -1:]
         if hooked and self.layer_norm:  # the bridge's hook_normalized comes before the weight and bias

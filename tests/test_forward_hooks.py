@@ -93,3 +93,19 @@ def test_kv_cache_decoding_is_unchanged(add3_nano):
         steps += [lean(tokens[:, i : i + 1], cache)[:, -1] for i in range(task.prompt_len, tokens.shape[1])]
     assert torch.allclose(torch.stack(steps, dim=1), full[:, task.prompt_len - 1 :], atol=1e-5)
     assert np.array_equal(torch.stack(steps, 1).argmax(-1).numpy(), full[:, task.prompt_len - 1 :].argmax(-1).numpy())
+
+
+def test_a_patch_at_resid_mid_reaches_the_mlp_only_as_in_the_bridge(add3_nano):
+    """TransformerLens 4.x's bridge: hook_resid_mid is ln2's input; the residual stream carries on unpatched."""
+    model, task = add3_nano.model.eval(), add3_nano.task
+    tokens = torch.from_numpy(task.encode_prompt(*task.sample_id(6, seed=2)))
+    delta = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    lean = LeanModel(model)
+    with torch.no_grad():
+        expected = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_mid", lambda x, hook: x + delta)])
+        got = lean.forward(tokens, patches={"blocks.1.hook_resid_mid": lambda x: x + delta})
+        _, acts = lean.run_with_cache(tokens, ["blocks.1.hook_resid_mid"])
+        mid = acts["blocks.1.hook_resid_mid"]
+        by_hand = lean.forward(start=("blocks.1.hook_resid_post", mid + lean.mlp_output(1, mid + delta)))
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+    assert (by_hand - expected).abs().max() <= 1e-5 * expected.abs().max()
