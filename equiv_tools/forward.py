@@ -186,6 +186,8 @@ class LeanModel:
         ``start``: (``blocks.{i}.hook_resid_pre``, ``_mid`` or ``_post``, the residual
         stream there [batch, pos, d_model]) begins the forward at that point, so
         activations upstream of a patch are reused instead of recomputed; ``tokens`` is then unused.
+        With ``start``, ``cache`` may hold every layer's keys and values of earlier positions
+        ([batch, n_heads, prefix, d_head] each): the forward then computes positions prefix.. only.
         """
         hooked = bool(patches) or record is not None
         patches = patches or {}
@@ -207,13 +209,12 @@ class LeanModel:
                 h = self.embed[tokens] + self.pos[pos0 : pos0 + n_new]
             first, stage = 0, 0
         else:
-            if cache is not None:
-                raise ValueError("start and cache do not combine")
             name, h = start
             parts = name.split(".")
             if len(parts) != 3 or parts[0] != "blocks" or parts[2] not in _STAGES:
                 raise ValueError(f"start must be blocks.<layer>.hook_resid_pre, _mid or _post; got {name!r}")
-            first, stage, pos0 = int(parts[1]), _STAGES[parts[2]], 0
+            first, stage = int(parts[1]), _STAGES[parts[2]]
+            pos0 = cache[-1][0].shape[2] if cache else 0
             batch, n_new = h.shape[:2]
         for i in range(first, self.n_layers):
             layer, p = self.layers[i], f"blocks.{i}."
@@ -234,16 +235,21 @@ class LeanModel:
                     else:
                         cache.append((k, v))
                 causal = n_new > 1
-                if causal and pos0 > 0:
-                    raise ValueError("LeanModel continues a cache one position at a time")
+                mask = None
+                if causal and pos0 > 0:  # new positions after a cached prefix: query j sees keys up to pos0 + j
+                    if start is None:
+                        raise ValueError("LeanModel continues a cache one position at a time")
+                    mask = torch.ones(n_new, pos0 + n_new, dtype=torch.bool, device=h.device).tril(pos0)
+                    causal = False
                 if hooked and (p + "attn.hook_pattern" in patches or (record is not None and p + "attn.hook_pattern" in record)):
                     scores = q @ k.transpose(-1, -2) / self.d_head**0.5  # [batch, n_heads, query_pos, key_pos]
                     if causal:
-                        mask = torch.ones(n_new, n_new, dtype=torch.bool, device=h.device).triu(1)
-                        scores = scores.masked_fill(mask, float("-inf"))
+                        scores = scores.masked_fill(torch.ones(n_new, n_new, dtype=torch.bool, device=h.device).triu(1), float("-inf"))
+                    elif mask is not None:
+                        scores = scores.masked_fill(~mask, float("-inf"))
                     z = point(p + "attn.hook_pattern", scores.softmax(-1)) @ v
                 else:
-                    z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [batch, n_heads, pos, d_head]
+                    z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # [batch, n_heads, pos, d_head]
                 z = z.transpose(1, 2)  # [batch, pos, n_heads, d_head]
                 if hooked:
                     h = h + point(p + "hook_attn_out", self.attn_output(i, point(p + "attn.hook_z", z)))

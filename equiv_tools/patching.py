@@ -93,42 +93,70 @@ def _sweep_bridge(model, corrupted, clean, metric, kind, by) -> list:
 
 @torch.no_grad()
 def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
-    """The same sweep on the lean forward, each patched run started at its layer, indices batched: values [layer][index]."""
+    """The same sweep on the lean forward: values [layer][index].
+
+    Only what a patch can change is computed again. Each patched run starts at its layer (lower
+    layers cannot change) and, when one position is patched, at that position (earlier positions
+    cannot change under the causal mask: their keys, values and logits are the corrupted run's).
+    A sequence whose clean and corrupted activations are equal at the patched index is the corrupted
+    run, so it is not run again. The remaining sequences of one position are run as one batch.
+    """
     lean = LeanModel(model)
-    names = [hook_name(kind, layer) for layer in range(model.cfg.n_layers)]
-    resid = [f"blocks.{layer}.hook_resid_{s}" for layer in range(model.cfg.n_layers) for s in ("pre", "mid")]
+    n_layers, batch, n_pos = model.cfg.n_layers, corrupted.shape[0], corrupted.shape[1]
+    names = [hook_name(kind, layer) for layer in range(n_layers)]
+    kv = [f"blocks.{layer}.attn.hook_{x}" for layer in range(n_layers) for x in "kv"]
+    resid = [f"blocks.{layer}.hook_resid_{s}" for layer in range(n_layers) for s in ("pre", "mid")]
     _, clean_acts = lean.run_with_cache(clean, names)
-    _, corr = lean.run_with_cache(corrupted, sorted(set(names + resid)))
-    batch = corrupted.shape[0]
+    corr_logits, corr = lean.run_with_cache(corrupted, sorted(set(names + resid + kv)))
+    indices = _indices(by, n_pos, model.cfg.n_heads)
+    if by == "layer_head":
+        groups = [list(range(len(indices)))]
+    else:
+        groups = [[i for i, index in enumerate(indices) if index[0] == p] for p in range(n_pos)]
+    rows_of = torch.arange(batch, device=corrupted.device)
     out = []
     for layer, name in enumerate(names):
-        indices = _indices(by, corrupted.shape[1], model.cfg.n_heads)
-        values = []
-        step = max(1, MAX_ROWS // batch)
-        for first in range(0, len(indices), step):
-            chunk = indices[first : first + step]
-            base = corr[name]
-            act = base.repeat(len(chunk), *([1] * (base.dim() - 1)))  # [len(chunk) * batch, pos, ...]
-            for j, index in enumerate(chunk):
-                _set(act[j * batch : (j + 1) * batch], clean_acts[name], by, index)
-            logits = lean.forward(start=_start(lean, kind, layer, act, corr, len(chunk)))
-            values += [torch.as_tensor(metric(logits[j * batch : (j + 1) * batch])) for j in range(len(chunk))]
+        values = [None] * len(indices)
+        for group in groups:
+            first = indices[group[0]][0] if by != "layer_head" else 0  # the first position that can change
+            step = max(1, MAX_ROWS // batch)
+            for at in range(0, len(group), step):
+                chunk = group[at : at + step]
+                act = corr[name].repeat(len(chunk), *([1] * (corr[name].dim() - 1)))  # [len(chunk) * batch, pos, ...]
+                changed = []
+                for j, i in enumerate(chunk):
+                    patched = _set(act[j * batch : (j + 1) * batch], clean_acts[name], by, indices[i])
+                    changed.append(j * batch + rows_of[(patched != corr[name]).flatten(1).any(1)])
+                rows = torch.cat(changed)  # [n_changed]: the sequences a patch changes, as rows of act
+                logits = corr_logits.repeat(len(chunk), 1, 1)  # [len(chunk) * batch, pos, vocab]
+                if len(rows):
+                    src = rows % batch  # each changed row's corrupted sequence
+                    cache = [
+                        tuple(corr[f"blocks.{i}.attn.hook_{x}"][src, :first].transpose(1, 2) for x in "kv") for i in range(n_layers)
+                    ]  # each [n_changed, n_heads, first, d_head]
+                    suffix = {key: value[src, first:] for key, value in corr.items() if "resid" in key}
+                    logits[rows, first:] = lean.forward(start=_start(lean, kind, layer, act[rows, first:], suffix), cache=cache)
+                for j, i in enumerate(chunk):
+                    values[i] = torch.as_tensor(metric(logits[j * batch : (j + 1) * batch]))
         out.append(values)
     return out
 
 
-def _start(lean: LeanModel, kind: str, layer: int, act: torch.Tensor, corr: dict, copies: int) -> tuple[str, torch.Tensor]:
-    """Where a patched run begins: the residual stream that the patched ``act`` [copies * batch, pos, ...] implies."""
+def _start(lean: LeanModel, kind: str, layer: int, act: torch.Tensor, corr: dict) -> tuple[str, torch.Tensor]:
+    """Where a patched run begins: the residual stream that the patched ``act`` [rows, pos, ...] implies.
+
+    ``corr``: the corrupted run's residual streams for the same rows [rows, pos, d_model].
+    """
     p = f"blocks.{layer}."
     if kind in ("resid_pre", "resid_post"):
         return p + f"hook_{kind}", act
     if kind == "resid_mid":  # the bridge's hook_resid_mid feeds the MLP only: resid_post = resid_mid + mlp(patched)
-        return p + "hook_resid_post", corr[p + "hook_resid_mid"].repeat(copies, 1, 1) + lean.mlp_output(layer, act)
+        return p + "hook_resid_post", corr[p + "hook_resid_mid"] + lean.mlp_output(layer, act)
     if kind == "mlp_out":  # resid_post = resid_mid + mlp_out
-        return p + "hook_resid_post", corr[p + "hook_resid_mid"].repeat(copies, 1, 1) + act
+        return p + "hook_resid_post", corr[p + "hook_resid_mid"] + act
     if kind == "z":
         act = lean.attn_output(layer, act)
-    return p + "hook_resid_mid", corr[p + "hook_resid_pre"].repeat(copies, 1, 1) + act  # resid_mid = resid_pre + attn_out
+    return p + "hook_resid_mid", corr[p + "hook_resid_pre"] + act  # resid_mid = resid_pre + attn_out
 
 
 def activation_patch(
