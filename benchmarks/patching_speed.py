@@ -10,23 +10,14 @@ of --repeats. The last line sums both sweeps and gives the largest difference be
     python benchmarks/patching_speed.py [--n 200] [--repeats 3]
 """
 import argparse
-import time
 
 import numpy as np
 import torch
+from decode_speed import best_time  # benchmarks/ is on sys.path when a script in it runs
 from transformer_lens import patching as tl_patching
 
 from equiv_tools import patching
 from equiv_tools.models import load_run
-
-
-def best_time(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def main():

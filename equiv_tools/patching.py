@@ -113,50 +113,60 @@ def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
         groups = [list(range(len(indices)))]
     else:
         groups = [[i for i, index in enumerate(indices) if index[0] == p] for p in range(n_pos)]
-    rows_of = torch.arange(batch, device=corrupted.device)
+    step = max(1, MAX_ROWS // batch)
     out = []
     for layer, name in enumerate(names):
         values = [None] * len(indices)
+        differs = clean_acts[name] != corr[name]  # [batch, pos, ...]
+        differs = differs.flatten(3).any(-1) if by != "layer_pos" else differs.flatten(2).any(-1)  # [batch, pos(, heads)]
         for group in groups:
             first = indices[group[0]][0] if by != "layer_head" else 0  # the first position that can change
-            step = max(1, MAX_ROWS // batch)
             for at in range(0, len(group), step):
                 chunk = group[at : at + step]
-                act = corr[name].repeat(len(chunk), *([1] * (corr[name].dim() - 1)))  # [len(chunk) * batch, pos, ...]
-                changed = []
-                for j, i in enumerate(chunk):
-                    patched = _set(act[j * batch : (j + 1) * batch], clean_acts[name], by, indices[i])
-                    changed.append(j * batch + rows_of[(patched != corr[name]).flatten(1).any(1)])
-                rows = torch.cat(changed)  # [n_changed]: the sequences a patch changes, as rows of act
-                logits = corr_logits.repeat(len(chunk), 1, 1)  # [len(chunk) * batch, pos, vocab]
-                if len(rows):
-                    src = rows % batch  # each changed row's corrupted sequence
+                # the sequences each patch changes: [batch] bool per index
+                masks = [differs[:, indices[i][0]] if by == "layer_pos" else differs[:, indices[i][0], indices[i][1]] if by == "layer_pos_head" else differs[:, :, indices[i][0]].any(1) for i in chunk]
+                changed = [m.nonzero()[:, 0] for m in masks]
+                src = torch.cat(changed)  # [n_changed]: each patched run's corrupted sequence
+                new = None
+                if len(src):
+                    act = corr[name][src, first:].clone()  # [n_changed, pos - first, ...]
+                    start = 0
+                    for i, rows in zip(chunk, changed):
+                        index = (indices[i][0] - first, *indices[i][1:]) if by != "layer_head" else indices[i]
+                        _set(act[start : start + len(rows)], clean_acts[name][rows, first:], by, index)
+                        start += len(rows)
                     cache = [
-                        tuple(corr[f"blocks.{i}.attn.hook_{x}"][src, :first].transpose(1, 2) for x in "kv") for i in range(n_layers)
-                    ]  # each [n_changed, n_heads, first, d_head]
-                    suffix = {key: value[src, first:] for key, value in corr.items() if "resid" in key}
-                    logits[rows, first:] = lean.forward(start=_start(lean, kind, layer, act[rows, first:], suffix), cache=cache)
-                for j, i in enumerate(chunk):
-                    values[i] = torch.as_tensor(metric(logits[j * batch : (j + 1) * batch]))
+                        tuple(corr[f"blocks.{j}.attn.hook_{x}"][src, :first].transpose(1, 2) for x in "kv") if j >= layer else None
+                        for j in range(n_layers)
+                    ]  # each [n_changed, n_heads, first, d_head]; layers below the patch are not run
+                    new = lean.forward(start=_start(lean, kind, layer, act, corr, src, first), cache=cache)  # [n_changed, pos - first, vocab]
+                start = 0
+                for i, rows in zip(chunk, changed):
+                    logits = corr_logits
+                    if len(rows):
+                        logits = corr_logits.clone()
+                        logits[rows, first:] = new[start : start + len(rows)]
+                        start += len(rows)
+                    values[i] = torch.as_tensor(metric(logits))
         out.append(values)
     return out
 
 
-def _start(lean: LeanModel, kind: str, layer: int, act: torch.Tensor, corr: dict) -> tuple[str, torch.Tensor]:
-    """Where a patched run begins: the residual stream that the patched ``act`` [rows, pos, ...] implies.
+def _start(lean: LeanModel, kind: str, layer: int, act: torch.Tensor, corr: dict, src: torch.Tensor, first: int) -> tuple[str, torch.Tensor]:
+    """Where a patched run begins: the residual stream that the patched ``act`` [rows, pos - first, ...] implies.
 
-    ``corr``: the corrupted run's residual streams for the same rows [rows, pos, d_model].
+    ``corr``: the corrupted run's activations [batch, pos, ...]; ``src`` [rows]: each row's corrupted sequence.
     """
     p = f"blocks.{layer}."
     if kind in ("resid_pre", "resid_post"):
         return p + f"hook_{kind}", act
     if kind == "resid_mid":  # the bridge's hook_resid_mid feeds the MLP only: resid_post = resid_mid + mlp(patched)
-        return p + "hook_resid_post", corr[p + "hook_resid_mid"] + lean.mlp_output(layer, act)
+        return p + "hook_resid_post", corr[p + "hook_resid_mid"][src, first:] + lean.mlp_output(layer, act)
     if kind == "mlp_out":  # resid_post = resid_mid + mlp_out
-        return p + "hook_resid_post", corr[p + "hook_resid_mid"] + act
+        return p + "hook_resid_post", corr[p + "hook_resid_mid"][src, first:] + act
     if kind == "z":
         act = lean.attn_output(layer, act)
-    return p + "hook_resid_mid", corr[p + "hook_resid_pre"] + act  # resid_mid = resid_pre + attn_out
+    return p + "hook_resid_mid", corr[p + "hook_resid_pre"][src, first:] + act  # resid_mid = resid_pre + attn_out
 
 
 def activation_patch(

@@ -152,3 +152,12 @@ def test_heatmap_labels_positions(add3_nano):
     assert len(fig.axes) == 4  # two heatmaps and their colour bars
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == task.position_names()[:15]
     assert fig.axes[0].collections[0].get_array().reshape(3, 15)[0, 2] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_one_digit_apart_pairs():
+    from equiv_tools import AdditionTask
+
+    task = AdditionTask(train_digits=3, width=5)
+    assert P.one_digit_apart(task, 349, 705, place=2) == ((349, 705), (449, 705))
+    assert P.one_digit_apart(task, 1349, 2705, place=2, operand="b") == ((1349, 2705), (1349, 2805))
+    assert P.one_digit_apart(task, 949, 705, place=2) == ((949, 705), (49, 705))  # the digit wraps: 9 -> 0
