@@ -248,8 +248,11 @@ class LeanModel:
                     elif mask is not None:
                         scores = scores.masked_fill(~mask, float("-inf"))
                     z = point(p + "attn.hook_pattern", scores.softmax(-1)) @ v
+                elif mask is not None:  # for tiny heads, plain matrix products beat the fused kernel's masked path
+                    scores = (q @ k.transpose(-1, -2)).mul_(self.d_head**-0.5).masked_fill_(~mask, float("-inf"))
+                    z = scores.softmax(-1) @ v  # [batch, n_heads, pos, d_head]
                 else:
-                    z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # [batch, n_heads, pos, d_head]
+                    z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [batch, n_heads, pos, d_head]
                 z = z.transpose(1, 2)  # [batch, pos, n_heads, d_head]
                 if hooked:
                     h = h + point(p + "hook_attn_out", self.attn_output(i, point(p + "attn.hook_z", z)))
