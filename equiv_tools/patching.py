@@ -99,7 +99,9 @@ def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
     layers cannot change) and, when one position is patched, at that position (earlier positions
     cannot change under the causal mask: their keys, values and logits are the corrupted run's).
     A sequence whose clean and corrupted activations are equal at the patched index is the corrupted
-    run, so it is not run again. The remaining sequences of one position are run as one batch.
+    run, so it is not run again. A metric with a ``last_position`` attribute (the kit's own) reads
+    logits up to that position only; later positions keep the corrupted run's logits, and patches there
+    (which cannot reach it under the causal mask) are not run. The remaining sequences of one position are run as one batch.
     """
     lean = LeanModel(model)
     n_layers, batch, n_pos = model.cfg.n_layers, corrupted.shape[0], corrupted.shape[1]
@@ -109,6 +111,7 @@ def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
     _, clean_acts = lean.run_with_cache(clean, names)
     corr_logits, corr = lean.run_with_cache(corrupted, sorted(set(names + resid + kv)))
     indices = _indices(by, n_pos, model.cfg.n_heads)
+    stop = getattr(metric, "last_position", n_pos - 1) + 1  # later positions cannot reach the positions the metric reads
     if by == "layer_head":
         groups = [list(range(len(indices)))]
     else:
@@ -121,39 +124,42 @@ def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
         differs = differs.flatten(3).any(-1) if by != "layer_pos" else differs.flatten(2).any(-1)  # [batch, pos(, heads)]
         for group in groups:
             first = indices[group[0]][0] if by != "layer_head" else 0  # the first position that can change
+            end = stop  # after the last position that can change what the metric reads
+            if by != "layer_head" and kind != "resid_pre" and layer == n_layers - 1:
+                end = min(stop, first + 1)  # past the last attention, a patch at one position changes that position only
             for at in range(0, len(group), step):
                 chunk = group[at : at + step]
                 # the sequences each patch changes: [batch] bool per index
                 masks = [differs[:, indices[i][0]] if by == "layer_pos" else differs[:, indices[i][0], indices[i][1]] if by == "layer_pos_head" else differs[:, :, indices[i][0]].any(1) for i in chunk]
-                changed = [m.nonzero()[:, 0] for m in masks]
+                changed = [m.nonzero()[:, 0] if first < stop else m.nonzero()[:0, 0] for m in masks]
                 src = torch.cat(changed)  # [n_changed]: each patched run's corrupted sequence
                 new = None
                 if len(src):
-                    act = corr[name][src, first:].clone()  # [n_changed, pos - first, ...]
+                    act = corr[name][src, first:end].clone()  # [n_changed, end - first, ...]
                     start = 0
                     for i, rows in zip(chunk, changed):
                         index = (indices[i][0] - first, *indices[i][1:]) if by != "layer_head" else indices[i]
-                        _set(act[start : start + len(rows)], clean_acts[name][rows, first:], by, index)
+                        _set(act[start : start + len(rows)], clean_acts[name][rows, first:end], by, index)
                         start += len(rows)
                     cache = [
                         tuple(corr[f"blocks.{j}.attn.hook_{x}"][src, :first].transpose(1, 2) for x in "kv") if j >= layer else None
                         for j in range(n_layers)
                     ]  # each [n_changed, n_heads, first, d_head]; layers below the patch are not run
-                    new = lean.forward(start=_start(lean, kind, layer, act, corr, src, first), cache=cache)  # [n_changed, pos - first, vocab]
+                    new = lean.forward(start=_start(lean, kind, layer, act, corr, src, first, end), cache=cache)  # [n_changed, end - first, vocab]
                 start = 0
                 for i, rows in zip(chunk, changed):
                     logits = corr_logits
                     if len(rows):
                         logits = corr_logits.clone()
-                        logits[rows, first:] = new[start : start + len(rows)]
+                        logits[rows, first:end] = new[start : start + len(rows)]
                         start += len(rows)
                     values[i] = torch.as_tensor(metric(logits))
         out.append(values)
     return out
 
 
-def _start(lean: LeanModel, kind: str, layer: int, act: torch.Tensor, corr: dict, src: torch.Tensor, first: int) -> tuple[str, torch.Tensor]:
-    """Where a patched run begins: the residual stream that the patched ``act`` [rows, pos - first, ...] implies.
+def _start(lean: LeanModel, kind: str, layer: int, act: torch.Tensor, corr: dict, src: torch.Tensor, first: int, end: int) -> tuple[str, torch.Tensor]:
+    """Where a patched run begins: the residual stream that the patched ``act`` [rows, end - first, ...] (positions first..end-1) implies.
 
     ``corr``: the corrupted run's activations [batch, pos, ...]; ``src`` [rows]: each row's corrupted sequence.
     """
@@ -161,12 +167,12 @@ def _start(lean: LeanModel, kind: str, layer: int, act: torch.Tensor, corr: dict
     if kind in ("resid_pre", "resid_post"):
         return p + f"hook_{kind}", act
     if kind == "resid_mid":  # the bridge's hook_resid_mid feeds the MLP only: resid_post = resid_mid + mlp(patched)
-        return p + "hook_resid_post", corr[p + "hook_resid_mid"][src, first:] + lean.mlp_output(layer, act)
+        return p + "hook_resid_post", corr[p + "hook_resid_mid"][src, first:end] + lean.mlp_output(layer, act)
     if kind == "mlp_out":  # resid_post = resid_mid + mlp_out
-        return p + "hook_resid_post", corr[p + "hook_resid_mid"][src, first:] + act
+        return p + "hook_resid_post", corr[p + "hook_resid_mid"][src, first:end] + act
     if kind == "z":
         act = lean.attn_output(layer, act)
-    return p + "hook_resid_mid", corr[p + "hook_resid_pre"][src, first:] + act  # resid_mid = resid_pre + attn_out
+    return p + "hook_resid_mid", corr[p + "hook_resid_pre"][src, first:end] + act  # resid_mid = resid_pre + attn_out
 
 
 def activation_patch(
@@ -226,6 +232,7 @@ def logit_difference(task: Task, clean_tokens: torch.Tensor, corrupted_tokens: t
         diff = at.gather(1, clean_digit[:, None].to(at.device)) - at.gather(1, corrupted_digit[:, None].to(at.device))
         return diff.mean()
 
+    metric.last_position = task.prompt_len - 1 + answer_position  # the only logits it reads
     return metric
 
 
@@ -248,7 +255,11 @@ def normalised_logit_difference(model, task: Task, clean_tokens, corrupted_token
             stacklevel=2,
         )
         return raw, "logit_diff"
-    return (lambda logits: (raw(logits) - corrupted_value) / (clean_value - corrupted_value)), "normalised_logit_diff"
+    def metric(logits):
+        return (raw(logits) - corrupted_value) / (clean_value - corrupted_value)
+
+    metric.last_position = raw.last_position
+    return metric, "normalised_logit_diff"
 
 
 def clean_digit_probability(task: Task, clean_tokens: torch.Tensor) -> Metric:
