@@ -82,18 +82,41 @@ def fast_path_blocker(model) -> Optional[str]:
 
 
 
+_STAGES = {"hook_resid_pre": 0, "hook_resid_mid": 1, "hook_resid_post": 2}
+
+
+def hook_names(n_layers: int, layer_norm: bool) -> list[str]:
+    """The hook points the lean forward exposes, in the order it passes them (the bridge's names)."""
+    names = ["hook_embed", "hook_pos_embed"]
+    for i in range(n_layers):
+        p = f"blocks.{i}."
+        names += [p + "hook_resid_pre"] + [p + f"attn.hook_{x}" for x in ("q", "k", "v", "pattern", "z")]
+        names += [p + "hook_attn_out", p + "hook_resid_mid", p + "mlp.hook_pre", p + "mlp.hook_post", p + "hook_mlp_out", p + "hook_resid_post"]
+    return names + (["ln_final.hook_normalized"] if layer_norm else [])
+
+
 class LeanModel:
-    """A hook-free forward pass over a TransformerBridge's current weights, with an optional KV cache.
+    """A forward pass over a TransformerBridge's current weights, with an optional KV cache and hook points.
 
     Its logits match the bridge's to float rounding (about 1e-6) where
     ``fast_path_blocker(model)`` is None; elsewhere it computes another model.
     Build it again after the weights change: it copies the fused q/k/v weights.
+
+    Activations can be read (``record``) and replaced (``patches``) at the
+    bridge's hook names (``hook_names``), with the bridge's shapes:
+    hook_embed, hook_pos_embed, resid_pre/mid/post, attn_out, mlp_out
+    [batch, pos, d_model]; attn.hook_q/k/v/z [batch, pos, n_heads, d_head];
+    attn.hook_pattern [batch, n_heads, query_pos, key_pos]; mlp.hook_pre/post
+    [batch, pos, d_mlp]; ln_final.hook_normalized [batch, pos, d_model] (with LayerNorm;
+    normalised, before the weight and bias, as in the bridge). As in the bridge (TransformerLens
+    4.x), a patch at hook_resid_mid changes the MLP's input only, not the residual stream
+    that hook_resid_post adds the MLP's output to.
     """
 
     def __init__(self, model):
         cfg = model.cfg
         sd = {k: v.detach() for k, v in model.state_dict().items()}
-        self.n_heads, self.d_head, self.eps = cfg.n_heads, cfg.d_head, cfg.eps
+        self.n_layers, self.n_heads, self.d_head, self.eps = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.eps
         self.act = _ACTIVATIONS[cfg.act_fn]
         self.device = sd["embed.weight"].device
         self.embed, self.pos = sd["embed.weight"], sd["pos_embed.weight"]
@@ -114,9 +137,19 @@ class LeanModel:
         self.ln_final = (sd.get("ln_final.weight"), sd.get("ln_final.bias"))
         self.unembed = (sd["unembed.weight"], sd.get("unembed.bias"))
         self.layer_norm = cfg.normalization_type == "LN"
+        self.hook_names = hook_names(cfg.n_layers, self.layer_norm)
 
     def _norm(self, x, wb):
         return F.layer_norm(x, x.shape[-1:], wb[0], wb[1], self.eps) if self.layer_norm else x
+
+    def attn_output(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """Layer ``layer``'s attention output [batch, pos, d_model] from its heads' outputs ``z`` [batch, pos, n_heads, d_head]."""
+        return F.linear(z.reshape(*z.shape[:2], -1), *self.layers[layer]["o"])  # [batch, pos, n_heads * d_head] in
+
+    def mlp_output(self, layer: int, resid_mid: torch.Tensor) -> torch.Tensor:
+        """Layer ``layer``'s MLP output [batch, pos, d_model] from the residual stream ``resid_mid`` [batch, pos, d_model]."""
+        y = self._norm(resid_mid, self.layers[layer]["ln2"])
+        return F.linear(self.act(F.linear(y, *self.layers[layer]["mlp_in"])), *self.layers[layer]["mlp_out"])
 
     def __call__(self, tokens: torch.Tensor, cache: Optional[list] = None, last_only: bool = False) -> torch.Tensor:
         """Logits [batch, pos, d_vocab_out] for ``tokens`` [batch, pos].
@@ -125,25 +158,121 @@ class LeanModel:
         the cached prefix: the first call takes the prompt, later calls one
         position each. ``last_only`` returns logits for the last position only.
         """
-        batch, n_new = tokens.shape
-        start = cache[0][0].shape[2] if cache else 0
-        h = self.embed[tokens] + self.pos[start : start + n_new]
-        for i, layer in enumerate(self.layers):
-            y = self._norm(h, layer["ln1"])
-            q, k, v = F.linear(y, layer["qkv_w"], layer["qkv_b"]).view(batch, n_new, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-            if cache is not None:
-                if len(cache) > i:
-                    k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
-                    cache[i] = (k, v)
+        return self.forward(tokens, cache=cache, last_only=last_only)
+
+    def run_with_cache(self, tokens: torch.Tensor, names=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits [batch, pos, d_vocab_out] and the activations at ``names`` (default: every hook point), like the bridge's."""
+        record = {name: None for name in (self.hook_names if names is None else names)}
+        unknown = set(record) - set(self.hook_names)
+        if unknown:
+            raise KeyError(f"the lean forward has no hook point(s) {sorted(unknown)}")
+        logits = self.forward(tokens, record=record)
+        return logits, record
+
+    def forward(
+        self,
+        tokens: Optional[torch.Tensor] = None,
+        cache: Optional[list] = None,
+        last_only: bool = False,
+        patches: Optional[dict] = None,
+        record: Optional[dict] = None,
+        start: Optional[tuple[str, torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """Logits [batch, pos, d_vocab_out]: the one lean forward.
+
+        ``tokens`` [batch, pos]; ``cache`` and ``last_only`` as in ``__call__``.
+        ``patches``: hook name -> a tensor with the hook's shape (it replaces the
+        activation) or a callable (activation -> new activation). ``record``: a dict
+        whose keys are hook names; the forward fills in their (patched) activations.
+        ``start``: (``blocks.{i}.hook_resid_pre``, ``_mid`` or ``_post``, the residual
+        stream there [batch, pos, d_model]) begins the forward at that point, so
+        activations upstream of a patch are reused instead of recomputed; ``tokens`` is then unused.
+        With ``start``, ``cache`` may hold every layer's keys and values of earlier positions
+        ([batch, n_heads, prefix, d_head] each): the forward then computes positions prefix.. only.
+        """
+        hooked = bool(patches) or record is not None
+        patches = patches or {}
+
+        def point(name, x):
+            patch = patches.get(name)
+            if patch is not None:
+                x = patch(x) if callable(patch) else patch.expand_as(x)
+            if record is not None and name in record:
+                record[name] = x
+            return x
+
+        if start is None:
+            batch, n_new = tokens.shape
+            pos0 = cache[0][0].shape[2] if cache else 0
+            if hooked:
+                h = point("hook_embed", self.embed[tokens]) + point("hook_pos_embed", self.pos[pos0 : pos0 + n_new].expand(batch, -1, -1))
+            else:
+                h = self.embed[tokens] + self.pos[pos0 : pos0 + n_new]
+            first, stage = 0, 0
+        else:
+            name, h = start
+            parts = name.split(".")
+            if len(parts) != 3 or parts[0] != "blocks" or parts[2] not in _STAGES:
+                raise ValueError(f"start must be blocks.<layer>.hook_resid_pre, _mid or _post; got {name!r}")
+            first, stage = int(parts[1]), _STAGES[parts[2]]
+            pos0 = cache[-1][0].shape[2] if cache else 0
+            batch, n_new = h.shape[:2]
+        for i in range(first, self.n_layers):
+            layer, p = self.layers[i], f"blocks.{i}."
+            skip = stage if i == first else 0  # 1: begin at the MLP, 2: begin after the layer
+            if skip == 0:
+                if hooked:
+                    h = point(p + "hook_resid_pre", h)
+                y = self._norm(h, layer["ln1"])
+                qkv = F.linear(y, layer["qkv_w"], layer["qkv_b"]).view(batch, n_new, 3, self.n_heads, self.d_head)
+                if hooked:  # each [batch, pos, n_heads, d_head], then [batch, n_heads, pos, d_head]
+                    q, k, v = (point(p + f"attn.hook_{x}", qkv[:, :, j]).transpose(1, 2) for j, x in enumerate("qkv"))
                 else:
-                    cache.append((k, v))
-            causal = n_new > 1
-            if causal and start > 0:
-                raise ValueError("LeanModel continues a cache one position at a time")
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            h = h + F.linear(z.transpose(1, 2).reshape(batch, n_new, -1), *layer["o"])
-            y = self._norm(h, layer["ln2"])
-            h = h + F.linear(self.act(F.linear(y, *layer["mlp_in"])), *layer["mlp_out"])
+                    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # [3, batch, n_heads, pos, d_head]
+                if cache is not None:
+                    if len(cache) > i:
+                        k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
+                        cache[i] = (k, v)
+                    else:
+                        cache.append((k, v))
+                causal = n_new > 1
+                mask = None
+                if causal and pos0 > 0:  # new positions after a cached prefix: query j sees keys up to pos0 + j
+                    if start is None:
+                        raise ValueError("LeanModel continues a cache one position at a time")
+                    mask = torch.ones(n_new, pos0 + n_new, dtype=torch.bool, device=h.device).tril(pos0)
+                    causal = False
+                if hooked and (p + "attn.hook_pattern" in patches or (record is not None and p + "attn.hook_pattern" in record)):
+                    scores = q @ k.transpose(-1, -2) / self.d_head**0.5  # [batch, n_heads, query_pos, key_pos]
+                    if causal:
+                        scores = scores.masked_fill(torch.ones(n_new, n_new, dtype=torch.bool, device=h.device).triu(1), float("-inf"))
+                    elif mask is not None:
+                        scores = scores.masked_fill(~mask, float("-inf"))
+                    z = point(p + "attn.hook_pattern", scores.softmax(-1)) @ v
+                elif mask is not None:  # for tiny heads, plain matrix products beat the fused kernel's masked path
+                    scores = (q @ k.transpose(-1, -2)).mul_(self.d_head**-0.5).masked_fill_(~mask, float("-inf"))
+                    z = scores.softmax(-1) @ v  # [batch, n_heads, pos, d_head]
+                else:
+                    z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [batch, n_heads, pos, d_head]
+                z = z.transpose(1, 2)  # [batch, pos, n_heads, d_head]
+                if hooked:
+                    h = h + point(p + "hook_attn_out", self.attn_output(i, point(p + "attn.hook_z", z)))
+                else:
+                    h = h + F.linear(z.reshape(batch, n_new, -1), *layer["o"])
+            if skip <= 1:
+                if hooked:
+                    # As in the bridge: a patch at hook_resid_mid reaches the MLP's input only; the
+                    # residual stream carries on unpatched (hook_resid_mid is the input of ln2).
+                    y = self._norm(point(p + "hook_resid_mid", h), layer["ln2"])
+                    post = point(p + "mlp.hook_post", self.act(point(p + "mlp.hook_pre", F.linear(y, *layer["mlp_in"]))))
+                    h = point(p + "hook_resid_post", h + point(p + "hook_mlp_out", F.linear(post, *layer["mlp_out"])))
+                else:
+                    h = h + self.mlp_output(i, h)
         if last_only:
             h = h[:, -1:]
-        return F.linear(self._norm(h, self.ln_final), *self.unembed)
+        if hooked and self.layer_norm:  # the bridge's hook_normalized comes before the weight and bias
+            y = point("ln_final.hook_normalized", F.layer_norm(h, h.shape[-1:], None, None, self.eps))
+            y = y * self.ln_final[0] + self.ln_final[1]
+        else:
+            y = self._norm(h, self.ln_final)
+        return F.linear(y, *self.unembed)

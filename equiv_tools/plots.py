@@ -285,6 +285,35 @@ def plot_pca_series(frame: pd.DataFrame, separation: pd.DataFrame, checkpoints: 
         ax.set_xlabel("PC 1")
     axes[0].set_ylabel("PC 2")
     fig.legend(handles=[Patch(color=palette[c], label=str(c)) for c in classes], loc="outside right center", fontsize="small")
+
+def plot_patching(frame: pd.DataFrame, position_names: Sequence[str], answer_position: Optional[int] = None, title: Optional[str] = None) -> Figure:
+    """Heatmaps of a patching or activation-difference frame (``equiv_tools.patching``): one panel per kind (and head).
+
+    Rows are layers; columns are positions, labelled with ``position_names`` (``task.position_names()``),
+    or heads where the frame patches a head at all positions (position -1). ``answer_position`` picks one
+    answer position of a per-answer-position metric (default: the first in the frame).
+    """
+    if answer_position is None:
+        answer_position = int(frame.answer_position.iloc[0])
+    frame = frame[frame.answer_position == answer_position]
+    panels = []
+    for kind, rows in frame.groupby("kind", sort=False):
+        if (rows.position == -1).all():
+            panels.append((kind, rows.pivot(index="layer", columns="head", values="value"), "head"))
+        else:
+            for head, by_head in rows.groupby("head"):
+                grid = by_head.pivot(index="layer", columns="position", values="value")
+                grid.columns = [position_names[p] for p in grid.columns]
+                panels.append((kind if head < 0 else f"{kind}, head {head}", grid, "position"))
+    fig = Figure(figsize=(min(4 + 4.5 * len(panels), 22), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    measure = frame.measure.iloc[0] if "measure" in frame else "value"
+    limit = float(np.nanmax(np.abs(frame.value.to_numpy()))) or 1.0
+    for ax, (label, grid, xlabel) in zip(axes, panels):
+        sns.heatmap(grid, ax=ax, cmap="RdBu_r", vmin=-limit, vmax=limit, cbar_kws={"label": measure})
+        ax.set_title(label)
+        ax.set_xlabel(xlabel)
+        ax.invert_yaxis()
     if title:
         fig.suptitle(title)
     return fig

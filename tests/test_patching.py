@@ -1,0 +1,176 @@
+"""Patching sweeps: the same numbers as transformer_lens.patching, exact where a patch restores the clean run, hooks honoured."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from transformer_lens import patching as tl_patching
+
+from equiv_tools import patching as P
+from equiv_tools.forward import LeanModel, fast_path_blocker
+
+CLEAN, CORRUPTED = (349, 705), (449, 705)  # one hundreds digit apart: 1054 vs 1154
+
+
+@pytest.fixture(scope="module")
+def pairs(add3_nano):
+    """Whole sequences [8, 16] of 8 clean inputs and 8 corrupted ones (the hundreds digit of a moved by one), answered greedily."""
+    model, task = add3_nano.model.eval(), add3_nano.task
+    a, b = task.sample_id(8, seed=11)
+    moved = a + np.where((a // 100) % 10 == 9, -900, 100)
+    return P.answered_tokens(model, task, a, b), P.answered_tokens(model, task, moved, b)
+
+
+def _metric(task, clean, corrupted):
+    return P.logit_difference(task, clean, corrupted, answer_position=2)
+
+
+def test_sweeps_equal_transformer_lens(add3_nano, pairs):
+    model, task = add3_nano.model.eval(), add3_nano.task
+    metric = _metric(task, *pairs)
+    clean, corrupted = (t[:, :-1] for t in pairs)  # the patched runs' inputs [8, 15]
+    with torch.no_grad():
+        _, clean_cache = model.run_with_cache(clean)
+    expected = tl_patching.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
+    got = P.patch_resid_pre_by_pos(model, corrupted, clean, metric)
+    assert got.shape == expected.shape == (3, 15)
+    assert (got - expected).abs().max() <= 1e-5
+    assert expected.abs().max() > 1  # the patches move the metric
+    expected = tl_patching.get_act_patch_attn_head_out_by_pos(model, corrupted, clean_cache, metric)
+    got = P.patch_head_out_by_pos(model, corrupted, clean, metric)
+    assert got.shape == expected.shape == (3, 15, 3)
+    assert (got - expected).abs().max() <= 1e-5
+
+
+def test_every_kind_equals_the_bridge_with_hooks(add3_nano, pairs):
+    """The lean sweep against the kit's own bridge sweep (one run_with_hooks per index), for every kind and shape."""
+    model, task = add3_nano.model.eval(), add3_nano.task
+    metric = P.clean_digit_probability(task, pairs[0])
+    clean, corrupted = (t[:, :-1] for t in pairs)
+    for kind, by in [("resid_mid", "layer_pos"), ("resid_post", "layer_pos"), ("attn_out", "layer_pos"), ("mlp_out", "layer_pos"), ("z", "layer_head")]:
+        bridge = torch.stack([torch.stack(v) for v in P._sweep_bridge(model, corrupted, clean, metric, kind, by)])
+        got = P.activation_patch(model, corrupted, clean, metric, kind, by)
+        assert got.shape == (3, 15 if by == "layer_pos" else 3, task.answer_len)
+        assert (got - bridge.reshape(got.shape)).abs().max() <= 1e-5, kind
+
+
+def test_patching_the_whole_residual_stream_at_layer_0_gives_the_clean_run(add3_nano, pairs):
+    model = add3_nano.model.eval()
+    clean, corrupted = (t[:, :-1] for t in pairs)
+    lean = LeanModel(model)
+    with torch.no_grad():
+        _, acts = lean.run_with_cache(clean, ["blocks.0.hook_resid_pre"])
+        resid = acts["blocks.0.hook_resid_pre"]  # [8, 15, 48]
+        patched = lean.forward(corrupted, patches={"blocks.0.hook_resid_pre": resid})
+        assert torch.equal(patched, lean.forward(clean, record={}))  # bit for bit: the same operations as a clean run
+        assert torch.equal(lean.forward(start=("blocks.0.hook_resid_pre", resid)), lean(clean))  # as the sweeps start
+        assert torch.allclose(patched, model(clean), atol=1e-5)
+        assert not torch.allclose(lean(corrupted), lean(clean), atol=1e-2)
+
+
+def test_normalised_logit_difference_on_one_hundreds_digit(add3_nano):
+    model, task = add3_nano.model.eval(), add3_nano.task
+    frame = P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre", "resid_post"])
+    assert set(frame.answer_position) == {2} and set(frame.measure) == {"normalised_logit_diff"}
+    value = frame[frame.kind == "resid_pre"].set_index(["layer", "position"]).value
+    # at layer 0 only position 2 (a's hundreds digit) differs before the hundreds answer is read at position 11
+    assert value[(0, 2)] == pytest.approx(1.0, abs=1e-5)
+    for position in (0, 1, 3, 4, 5, 6, 7, 8, 9):  # tokens that are the same in both inputs: the patch changes nothing
+        assert value[(0, position)] == pytest.approx(0.0, abs=1e-6)
+    post = frame[frame.kind == "resid_post"].set_index(["layer", "position"]).value
+    assert post[(2, 11)] == pytest.approx(1.0, abs=1e-5)  # after the last layer only the unembedding reads position 11
+    assert post[(2, 2)] == pytest.approx(0.0, abs=1e-6)  # ... and nothing reads position 2 any more
+
+
+def test_undefined_normalisation_warns_and_reports_the_raw_difference(add3_nano):
+    model, task = add3_nano.model.eval(), add3_nano.task
+    with pytest.warns(UserWarning, match="undefined"):
+        frame = P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre"], answer_position=0)
+    assert set(frame.measure) == {"logit_diff"}
+    assert np.allclose(frame.value, 0.0)  # the same digit's logit minus itself
+
+
+def test_clean_digit_probability_per_answer_position(add3_nano):
+    model, task = add3_nano.model.eval(), add3_nano.task
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre", "head_out_all_pos"], metric="probability")
+    assert set(frame.answer_position) == set(range(task.answer_len))
+    clean = P.answered_tokens(model, task, *CLEAN)
+    with torch.no_grad():  # independently: the clean run's probabilities of its own digits
+        probs = model(clean[:, :-1])[0, task.prompt_len - 1 :].softmax(-1)
+    expected = probs[torch.arange(task.answer_len), clean[0, task.prompt_len :]]
+    resid = frame[frame.kind == "resid_pre"]
+    at = resid[(resid.layer == 2) & (resid.position == 14)].sort_values("answer_position").value.to_numpy()
+    # patching the last position alone restores only the last answer position's probability
+    assert at[-1] == pytest.approx(float(expected[-1]), abs=1e-5)
+    heads = frame[frame.kind == "head_out_all_pos"]
+    assert len(heads) == 3 * 3 * task.answer_len and set(heads.position) == {-1}
+
+
+def test_with_a_user_hook_the_sweep_is_the_bridges(add3_nano, pairs):
+    model, task = add3_nano.model.eval(), add3_nano.task
+    metric = _metric(task, *pairs)
+    clean, corrupted = (t[:, :-1] for t in pairs)  # the patched runs' inputs [8, 15]
+    unhooked = P.patch_resid_pre_by_pos(model, corrupted, clean, metric)
+    model.add_hook("blocks.1.hook_attn_out", lambda act, hook: act * 0.5)
+    try:
+        assert fast_path_blocker(model) is not None
+        with torch.no_grad():
+            _, clean_cache = model.run_with_cache(clean)
+        expected = tl_patching.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
+        got = P.patch_resid_pre_by_pos(model, corrupted, clean, metric)
+        assert fast_path_blocker(model) is not None  # still hooked afterwards
+    finally:
+        model.reset_hooks()
+    assert (got - expected).abs().max() <= 1e-5
+    assert (got - unhooked).abs().max() > 0.1
+
+
+def test_activation_difference(add3_nano):
+    model, task = add3_nano.model.eval(), add3_nano.task
+    same = P.activation_difference(model, task, 349, 705, 349, 705, n_typical=32)
+    assert np.allclose(same.value, 0.0)
+    frame = P.activation_difference(model, task, 1349, 2705, 349, 705, n_typical=32)
+    value = frame.set_index(["kind", "layer", "position"]).value
+    assert value[("resid_pre", 0, 0)] == 0.0  # the leading zero padding: the same token at the same position
+    # independently: the residual stream at layer 0, a's thousands digit (position 1)
+    x, r = P.answered_tokens(model, task, 1349, 2705)[:, :-1], P.answered_tokens(model, task, 349, 705)[:, :-1]
+    typical = P.answered_tokens(model, task, *task.sample_id(32, seed=0))[:, :-1]
+    with torch.no_grad():
+        emb = lambda t: model.run_with_cache(t)[1]["blocks.0.hook_resid_pre"][:, 1]
+        expected = (emb(x) - emb(r)).norm(dim=-1).mean() / emb(typical).norm(dim=-1).mean()
+    assert value[("resid_pre", 0, 1)] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_heatmap_labels_positions(add3_nano):
+    from equiv_tools.plots import plot_patching
+
+    model, task = add3_nano.model.eval(), add3_nano.task
+    frame = P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre", "head_out_all_pos"])
+    fig = plot_patching(frame, task.position_names())
+    assert len(fig.axes) == 4  # two heatmaps and their colour bars
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == task.position_names()[:15]
+    assert fig.axes[0].collections[0].get_array().reshape(3, 15)[0, 2] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_one_digit_apart_pairs():
+    from equiv_tools import AdditionTask
+
+    task = AdditionTask(train_digits=3, width=5)
+    assert P.one_digit_apart(task, 349, 705, place=2) == ((349, 705), (449, 705))
+    assert P.one_digit_apart(task, 1349, 2705, place=2, operand="b") == ((1349, 2705), (1349, 2805))
+    assert P.one_digit_apart(task, 949, 705, place=2) == ((949, 705), (49, 705))  # the digit wraps: 9 -> 0
+
+
+def test_a_metric_that_names_its_last_position_gives_the_same_sweep(add3_nano, pairs):
+    """The kit's metrics say which logits they read, so later positions are skipped; an opaque metric gets every position."""
+    model, task = add3_nano.model.eval(), add3_nano.task
+    metric = _metric(task, *pairs)
+    assert metric.last_position == task.prompt_len + 1
+    opaque = lambda logits: metric(logits)  # no last_position attribute
+    clean, corrupted = (t[:, :-1] for t in pairs)
+    for kind, by in [("resid_pre", "layer_pos"), ("z", "layer_pos_head"), ("mlp_out", "layer_pos"), ("resid_mid", "layer_pos")]:
+        fast = P.activation_patch(model, corrupted, clean, metric, kind, by)
+        full = P.activation_patch(model, corrupted, clean, opaque, kind, by)
+        assert (fast - full).abs().max() <= 1e-5, kind
