@@ -191,6 +191,9 @@ def plot_neuron_activations(frame: pd.DataFrame, title: Optional[str] = None, fr
         ax.set_title(f"neuron {neuron}", fontsize="medium")
         ax.set_xlabel("b" if frequency is None else f"{frequency}·b mod p")
     axes[0].set_ylabel("a" if frequency is None else f"{frequency}·a mod p")
+    if title:
+        fig.suptitle(title)
+    return fig
 
 def plot_sensitivity(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
     """Heatmap of answer-digit change rates, operand positions (rows) x answer positions (columns), one panel per split.
@@ -285,6 +288,10 @@ def plot_pca_series(frame: pd.DataFrame, separation: pd.DataFrame, checkpoints: 
         ax.set_xlabel("PC 1")
     axes[0].set_ylabel("PC 2")
     fig.legend(handles=[Patch(color=palette[c], label=str(c)) for c in classes], loc="outside right center", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
 
 def plot_patching(frame: pd.DataFrame, position_names: Sequence[str], answer_position: Optional[int] = None, title: Optional[str] = None) -> Figure:
     """Heatmaps of a patching or activation-difference frame (``equiv_tools.patching``): one panel per kind (and head).
