@@ -38,7 +38,8 @@ def lab(tmp_path):
     (tmp_path / "data").symlink_to(REPO / "data")
     port = free_port()
     args = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-            "--IdentityProvider.token=", "--ServerApp.password=", f"--notebook-dir={tmp_path / 'notebooks'}"]
+            "--IdentityProvider.token=", "--ServerApp.password=", f"--notebook-dir={tmp_path / 'notebooks'}",
+            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]  # a fresh layout: no notebooks restored from earlier runs
     if os.geteuid() == 0:
         args.append("--allow-root")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -60,7 +61,7 @@ def _set_text(page, description: str, value: str) -> None:
 
 
 def _run_all(page, lab: str, notebook: str) -> None:
-    page.goto(f"{lab}/lab/tree/{notebook}")
+    page.goto(f"{lab}/lab/tree/{notebook}?reset")
     page.wait_for_selector(".jp-Notebook", timeout=120_000)
     expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=120_000)  # kernel connected
     page.get_by_role("menuitem", name="Run", exact=True).click()
