@@ -162,6 +162,8 @@ def class_map(
     ``run_with_cache`` at every depth of the residual stream.
     """
     a, b = task.check_operands(a, b)
+    if a.size == 0:
+        raise InputError("class_map needs at least one input pair")
     tokens = greedy_decode(model, task, a, b, batch_size=batch_size)
     if relation is None:
         usable = _id_representatives(task, task.relations(), a, b)

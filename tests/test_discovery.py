@@ -89,6 +89,8 @@ def test_custom_relation_and_errors(tiny_run):
     assert summary.accuracy.is_monotonic_decreasing
     with pytest.raises(InputError, match="names no ID representative"):
         class_map(tiny_run.model, task, a, b, relation=always_zero)
+    with pytest.raises(InputError, match="at least one input"):
+        class_map(tiny_run.model, task, [], [])
     with pytest.raises(InputError, match="unknown hook"):
         hidden_states(tiny_run.model, task, a, b, hook="blocks.9.hook_resid_post")
 
