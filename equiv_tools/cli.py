@@ -22,7 +22,8 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Optional
 
-from .config import ACT_FNS, MODEL_FIELDS, PRESETS, RunConfig, TrainConfig, config_fields, model_config, require_new_run_dir
+from .config import (ACT_FNS, MODEL_FIELDS, PRESETS, TRAIN_CHOICES, RunConfig, TrainConfig, config_fields, model_config,
+                     require_new_run_dir)
 from .errors import InputError
 from .paths import shipped_runs
 from .tasks import TASKS, make_task
@@ -154,13 +155,19 @@ TRAIN_HELP = {
     "n_eval": "pairs per split at each evaluation",
     "ood_digits": "digits of the OOD operands evaluated during training (digit tasks)",
     "seed": "seed of the data split, the initialisation and the minibatches",
+    "train_forward": "compute each step's loss with the TransformerBridge, or the lean forward (same loss to ~1e-6, faster)",
+    "series_dtype": "dtype of the older checkpoints of the series (float16 halves its size; the latest stays float32)",
+    "recipe": "start from a recipe's settings: reference (Nanda et al.'s grokking setup) or fast; flags given win",
 }
 TRAIN_NONE_WORDS = {"batch_size": "full", "grad_clip": "none"}  # the word that stands for None on the command line
-TRAIN_NONE_DEFAULTS = {"n_train": "the task's split", "n_test": "the task's split", "ood_digits": "train digits + 1"}
+TRAIN_NONE_DEFAULTS = {"n_train": "the task's split", "n_test": "the task's split", "ood_digits": "train digits + 1",
+                       "recipe": "none, the defaults shown here"}
 TRAIN_INT_MINIMUM = {"warmup_steps": 0, "seed": 0}  # other integer fields must be positive
 
 
 def _train_field_type(field):
+    if field.name in TRAIN_CHOICES:
+        return None  # argparse checks the choices
     if field.type is int:
         minimum = TRAIN_INT_MINIMUM.get(field.name, 1)
         parse = _int_at_least(minimum, "positive" if minimum == 1 else "non-negative")
@@ -220,7 +227,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training", "TrainConfig fields; with --resume, the run's recorded value unless given")
     for field in config_fields(TrainConfig):
         text = TRAIN_HELP.get(field.name, f"TrainConfig.{field.name}")
-        g.add_argument(_flag(field.name), type=_train_field_type(field), default=argparse.SUPPRESS, help=f"{text} (default: {_train_field_default(field)})")
+        kind = dict(choices=[c for c in TRAIN_CHOICES[field.name] if c is not None]) if field.name in TRAIN_CHOICES else {}
+        g.add_argument(_flag(field.name), type=_train_field_type(field), **kind, default=argparse.SUPPRESS,
+                       help=f"{text} (default: {_train_field_default(field)})")
 
     p.add_argument("--out", type=Path, help="the new run directory (required unless --resume)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -387,7 +396,8 @@ def _cmd_train(args, argv) -> int:
     if args.task is None or args.out is None:
         raise InputError("train needs --task and --out (or --resume RUN_DIR)")
     task = _task_from_args(args)
-    cfg = TrainConfig(**training)
+    recipe = training.pop("recipe", None)
+    cfg = TrainConfig(**training) if recipe is None else TrainConfig.from_recipe(recipe, **training)
     preset = getattr(args, "preset", PRESET_DEFAULT)
     overrides = _given(args, MODEL_OVERRIDES)
     model_config(task, preset, seed=cfg.seed, **overrides)  # checks the model fields before torch is imported

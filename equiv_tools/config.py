@@ -53,6 +53,21 @@ def model_config(task: Task, preset: str = "nano", seed: int = 0, **overrides) -
     return cfg
 
 
+# Training recipes for the grokking layout (``--recipe``): each fills in TrainConfig defaults.
+RECIPES: dict[str, dict] = {
+    # Nanda et al. (2023) and TransformerLens's grokking demo: full batch, AdamW lr 1e-3,
+    # weight decay 1.0, betas (0.9, 0.98), 10 steps of linear warmup, no gradient clipping;
+    # evaluated on every pair. Both recipes take the lean training step (the same loss to float rounding).
+    "reference": dict(steps=25000, batch_size=None, lr=1e-3, weight_decay=1.0, beta1=0.9, beta2=0.98, warmup_steps=10,
+                      grad_clip=None, eval_every=100, checkpoint_every=1000, n_eval=20000, train_forward="lean"),
+    # the reference at a 10x learning rate, evaluated more often; chosen from the comparison
+    # in docs/BENCHMARKS.md
+    "fast": dict(steps=1000, batch_size=None, lr=1e-2, weight_decay=1.0, beta1=0.9, beta2=0.98, warmup_steps=10,
+                 grad_clip=None, eval_every=10, checkpoint_every=50, n_eval=20000, train_forward="lean"),
+}
+TRAIN_CHOICES = {"train_forward": ("bridge", "lean"), "series_dtype": ("float32", "float16"), "recipe": (None, *RECIPES)}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyperparameters. ``batch_size=None`` trains full batch.
@@ -60,6 +75,14 @@ class TrainConfig:
     ``n_train``/``n_test`` default to the task's split (10,000 each for digit
     tasks, the train fraction for the grokking layout). ``ood_digits``
     defaults to train digits + 1; digit tasks only.
+
+    ``train_forward``: ``bridge`` computes each training step's loss with the
+    TransformerBridge; ``lean`` with the kit's lean forward over the same
+    parameters, at the answer positions only (the same loss and gradients to
+    float rounding, about 1e-6, with less overhead). Evaluations always run the bridge.
+    ``series_dtype``: the dtype older checkpoints of the series are stored in
+    (``float16`` halves the series' size); the latest checkpoint stays float32, so resuming is exact.
+    ``recipe``: the name of the recipe (``RECIPES``) whose defaults ``from_recipe`` filled in, or None.
     """
 
     steps: int = 1000
@@ -77,6 +100,9 @@ class TrainConfig:
     n_eval: int = 2000
     ood_digits: Optional[int] = None
     seed: int = 0
+    train_forward: str = "bridge"
+    series_dtype: str = "float32"
+    recipe: Optional[str] = None
 
     def __post_init__(self):
         def positive_int(name, allow_none=False):
@@ -108,6 +134,16 @@ class TrainConfig:
             raise InputError(f"beta1 and beta2 must lie in [0, 1), got {self.beta1} and {self.beta2}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise InputError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        for name, allowed in TRAIN_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name} must be one of {', '.join(map(str, allowed))}; got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_recipe(cls, recipe: str, **fields) -> "TrainConfig":
+        """The recipe's settings (``RECIPES[recipe]``), with ``fields`` given explicitly taking precedence."""
+        if recipe not in RECIPES:
+            raise InputError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
+        return cls.from_dict({**RECIPES[recipe], **fields, "recipe": recipe})
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from .config import RunConfig, TrainConfig, model_config, require_new_run_dir
 from .devices import resolve_device
 from .errors import InputError
+from .forward import LeanModel, fast_path_blocker
 from .models import WEIGHTS_FILE, build_model, checkpoint_path, load_weights, provenance, save_weights
 from .storage import TMP_SUFFIX, atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from .tasks import Task
@@ -48,12 +49,16 @@ def _sequences(task: Task, ab, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(task.encode(*ab)).to(device)
 
 
-def answer_loss_and_accuracy(model, task: Task, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_loss_and_accuracy(model, task: Task, seqs: torch.Tensor, lean: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy on answer positions (mean) and teacher-forced exact match (= greedy exact match) per row.
 
-    ``seqs`` [batch, seq_len] -> (scalar loss, bool [batch]).
+    ``seqs`` [batch, seq_len] -> (scalar loss, bool [batch]). ``lean``: compute the logits with the lean
+    forward over the model's parameters (gradients reach them), at the answer positions only.
     """
-    logits = model(seqs[:, :-1])[:, task.prompt_len - 1 :]
+    if lean:
+        logits = LeanModel(model, differentiable=True).forward(seqs[:, :-1], logits_from=task.prompt_len - 1)
+    else:
+        logits = model(seqs[:, :-1])[:, task.prompt_len - 1 :]
     target = seqs[:, task.prompt_len :]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
     return loss, (logits.argmax(-1) == target).all(dim=1)
@@ -139,6 +144,13 @@ def _save_checkpoint(run_dir: Path, model, opt, step: int, rows: list[dict], cfg
     for old in ckpt_dir.glob("step_*.optimizer.safetensors"):
         if old.name != f"{name}.optimizer.safetensors":
             old.unlink()
+    if cfg.series_dtype != "float32":  # the older checkpoints: only the latest must resume exactly
+        dtype = getattr(torch, cfg.series_dtype)
+        for old in ckpt_dir.glob("step_*.safetensors"):
+            if ".optimizer." not in old.name and old.name != f"{name}.safetensors":
+                weights = load_tensors(old)
+                if any(w.dtype != dtype for w in weights.values()):
+                    save_tensors(old, {k: w.to(dtype) for k, w in weights.items()})
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
@@ -146,13 +158,17 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
 
 
-def _loop(run_dir: Path, task: Task, model, opt, cfg: TrainConfig, data: _Data, start: int, rows: list[dict], progress: bool):
+def _loop(run_dir: Path, task: Task, model, opt, cfg: TrainConfig, data: _Data, start: int, rows: list[dict], progress: bool,
+          on_eval: Optional[Callable[[list[dict]], None]]):
+    lean = cfg.train_forward == "lean"
+    if lean and fast_path_blocker(model):
+        raise InputError(f"train_forward='lean' cannot train this model: {fast_path_blocker(model)}; use train_forward='bridge'")
     model.train()
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"training {run_dir.name}", disable=not progress, initial=start, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, step)
-        loss, _ = answer_loss_and_accuracy(model, task, data.batch(cfg, step))
+        loss, _ = answer_loss_and_accuracy(model, task, data.batch(cfg, step), lean=lean)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
@@ -163,6 +179,8 @@ def _loop(run_dir: Path, task: Task, model, opt, cfg: TrainConfig, data: _Data, 
             rows.extend(_evaluate(model, task, data, step))
             latest = {r["split"]: r["accuracy"] for r in rows[-len(data.eval_sets):]}
             bar.set_postfix({k: f"{v:.3f}" for k, v in latest.items()})
+            if on_eval is not None:
+                on_eval(rows[-len(data.eval_sets):])
             if not checkpoint:  # a checkpoint writes the metrics itself
                 _write_metrics(run_dir, rows)
         if checkpoint:
@@ -180,10 +198,14 @@ def train(
     command: Optional[list[str]] = None,
     progress: bool = True,
     device: str = "cpu",
+    on_eval: Optional[Callable[[list[dict]], None]] = None,
 ) -> pd.DataFrame:
     """Train a fresh model on ``task`` into the new run directory ``out_dir``; return the metrics DataFrame.
 
+    ``train_cfg``: the settings (default ``TrainConfig()``; ``TrainConfig.from_recipe("fast")`` for grokking).
     ``device``: ``cpu`` (deterministic: the same seed gives the same run), ``cuda``, ``cuda:N`` or ``auto``.
+    ``on_eval``: called after each evaluation with its rows (dicts with step, split, loss, accuracy),
+    e.g. to time a run or draw live curves.
     """
     cfg = train_cfg or TrainConfig()
     run_dir = Path(out_dir)
@@ -201,14 +223,15 @@ def train(
     opt = _optimizer(model, cfg)
     rows = _evaluate(model, task, data, 0)
     _save_checkpoint(run_dir, model, opt, 0, rows, cfg)
-    return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress)
+    return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress, on_eval)
 
 
 # Fields that define the run's data; changing them midway would make another run.
 FIXED_ON_RESUME = ("seed", "n_train", "n_test", "n_eval", "ood_digits")
 
 
-def resume(run_dir, *, progress: bool = True, device: str = "cpu", **overrides) -> pd.DataFrame:
+def resume(run_dir, *, progress: bool = True, device: str = "cpu", on_eval: Optional[Callable[[list[dict]], None]] = None,
+           **overrides) -> pd.DataFrame:
     """Continue a run from its latest complete checkpoint; return the metrics DataFrame.
 
     ``overrides`` are TrainConfig fields to change from the recorded ones (e.g.
@@ -222,6 +245,9 @@ def resume(run_dir, *, progress: bool = True, device: str = "cpu", **overrides) 
     config = RunConfig.read(run_dir)
     if config.training is None:
         raise InputError(f"{run_dir} was imported, not trained by equiv-tools: there is nothing to resume")
+    if "recipe" in overrides and overrides["recipe"] != config.training.recipe:
+        raise InputError(f"a run keeps the recipe it started from (recorded: {config.training.recipe!r}); "
+                         "pass the settings to change instead (e.g. --lr)")
     fixed = sorted(k for k in FIXED_ON_RESUME if k in overrides and overrides[k] != getattr(config.training, k))
     if fixed:
         recorded = ", ".join(f"{k}={getattr(config.training, k)!r}" for k in fixed)
@@ -250,4 +276,4 @@ def resume(run_dir, *, progress: bool = True, device: str = "cpu", **overrides) 
         changed = {k: v for k, v in asdict(cfg).items() if v != getattr(config.training, k)}
         prov = {**config.provenance, "resumes": [*config.provenance.get("resumes", []), {"from_step": start, "changed": changed}]}
         atomic_write_bytes(run_dir / "config.json", RunConfig(config.task, config.model, cfg, prov).to_json().encode())
-    return _loop(run_dir, config.task, model, opt, cfg, data, start, rows, progress)
+    return _loop(run_dir, config.task, model, opt, cfg, data, start, rows, progress, on_eval)

@@ -1,0 +1,80 @@
+"""Training recipes, the lean training step, float16 checkpoint series and the on_eval callback."""
+import json
+
+import pytest
+import torch
+
+from equiv_tools import InputError, ModularTask, TrainConfig, load_run, resume, train
+from equiv_tools.cli import main
+from equiv_tools.config import RECIPES
+from equiv_tools.models import checkpoint_steps
+from equiv_tools.storage import load_tensors
+
+SMALL = ModularTask(p=23)
+TINY = dict(d_model=32, d_head=8, d_mlp=64)
+
+
+def test_reference_recipe_is_the_published_setup_and_given_fields_win():
+    cfg = TrainConfig.from_recipe("reference")
+    assert (cfg.lr, cfg.weight_decay, cfg.beta1, cfg.beta2) == (1e-3, 1.0, 0.9, 0.98)
+    assert cfg.batch_size is None and cfg.warmup_steps == 10 and cfg.grad_clip is None and cfg.recipe == "reference"
+    fast = TrainConfig.from_recipe("fast", lr=3e-3, seed=4)
+    assert fast.lr == 3e-3 and fast.seed == 4 and fast.weight_decay == RECIPES["fast"]["weight_decay"] and fast.recipe == "fast"
+    with pytest.raises(InputError, match="unknown recipe 'slow'; choose one of: reference, fast"):
+        TrainConfig.from_recipe("slow")
+    with pytest.raises(InputError, match="train_forward must be one of bridge, lean; got 'fused'"):
+        TrainConfig(train_forward="fused")
+
+
+def test_cli_recipe_fills_defaults_and_records_every_setting(tmp_path, capsys):
+    out = tmp_path / "grok"
+    argv = ["train", "--task", "modular", "--p", "23", "--preset", "grokking", "--recipe", "fast", "--steps", "4",
+            "--eval-every", "2", "--checkpoint-every", "2", "--lr", "0.005", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training == {**RECIPES["fast"], "steps": 4, "eval_every": 2, "checkpoint_every": 2, "lr": 0.005, "n_train": None,
+                        "n_test": None, "ood_digits": None, "seed": 0, "series_dtype": "float32", "recipe": "fast"}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--steps", "6", "--recipe", "reference", "--quiet"]) == 2
+    assert capsys.readouterr().err == ("equiv-tools: error: a run keeps the recipe it started from (recorded: 'fast'); "
+                                       "pass the settings to change instead (e.g. --lr)\n")
+
+
+def test_lean_step_trains_the_same_model_as_the_bridge_to_float_rounding(tmp_path):
+    """Same seed, same data: the first evaluated loss after one step agrees to 1e-5 between the two training forwards."""
+    runs = {}
+    for forward in ("bridge", "lean"):
+        cfg = TrainConfig(steps=3, batch_size=None, lr=1e-2, weight_decay=1.0, warmup_steps=0, grad_clip=None, eval_every=1,
+                          checkpoint_every=3, train_forward=forward)
+        runs[forward] = train(SMALL, tmp_path / forward, preset="grokking", train_cfg=cfg, model_overrides=TINY, progress=False)
+    bridge, lean = (runs[f].set_index(["split", "step"]).loss for f in ("bridge", "lean"))
+    assert bridge.loc[("train", 0)] == lean.loc[("train", 0)]  # the same initial model
+    assert (bridge - lean).abs().max() < 1e-5
+    assert lean.loc[("train", 3)] < lean.loc[("train", 0)] - 0.05  # and the steps did train
+
+
+def test_float16_series_keeps_the_latest_checkpoint_exact_and_resume_exact(tmp_path):
+    cfg = TrainConfig(steps=8, batch_size=None, lr=1e-2, eval_every=2, checkpoint_every=2, train_forward="lean", series_dtype="float16")
+    whole = train(SMALL, tmp_path / "whole", preset="grokking", train_cfg=cfg, model_overrides=TINY, progress=False)
+    assert checkpoint_steps(tmp_path / "whole") == [0, 2, 4, 6, 8]
+    dtypes = {s: {t.dtype for t in load_tensors(tmp_path / "whole" / f"checkpoints/step_{s:06d}.safetensors").values()}
+              for s in (0, 6, 8)}
+    assert dtypes == {0: {torch.float16}, 6: {torch.float16}, 8: {torch.float32}}
+    half = train(SMALL, tmp_path / "half", preset="grokking", train_cfg=TrainConfig(**{**cfg.__dict__, "steps": 4}),
+                 model_overrides=TINY, progress=False)
+    assert len(half) < len(whole)
+    resumed = resume(tmp_path / "half", steps=8, progress=False)
+    assert resumed.equals(whole)
+    a, b = (load_run(tmp_path / r).model.state_dict() for r in ("whole", "half"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # an older float16 checkpoint loads into the float32 model
+    assert next(load_run(tmp_path / "whole", weights="checkpoints/step_000004.safetensors").model.parameters()).dtype == torch.float32
+
+
+def test_on_eval_sees_each_evaluation_as_it_happens(tmp_path):
+    seen = []
+    cfg = TrainConfig(steps=6, batch_size=None, eval_every=3, checkpoint_every=6, train_forward="lean")
+    metrics = train(SMALL, tmp_path / "r", preset="grokking", train_cfg=cfg, model_overrides=TINY, progress=False,
+                    on_eval=lambda rows: seen.append([(r["step"], r["split"]) for r in rows]))
+    assert seen == [[(3, "train"), (3, "id_test")], [(6, "train"), (6, "id_test")]]
+    assert len(metrics) == 6  # step 0 as well, which is evaluated before training starts
