@@ -5,7 +5,7 @@ rest loads on first use, so ``import equiv_tools`` stays fast.
 """
 from importlib import import_module
 
-from .config import PRESETS, TrainConfig, model_config
+from .config import PRESETS, RECIPES, TrainConfig, model_config
 from .errors import InputError
 from .paths import shipped_data_dir
 from .relations import Relation
@@ -15,6 +15,7 @@ _LAZY = {
     "build_model": "models", "load_run": "models", "import_mingpt": "models", "Run": "models",
     "import_grokking": "imports", "load_grokking": "imports",
     "fourier_summary": "fourier", "progress_series": "fourier", "spectrum_series": "fourier",
+    "grokked_step": "grokking", "grokking_phases": "grokking",
     "train": "training", "resume": "training", "read_metrics": "training",
     "greedy_decode": "decoding", "naive_greedy_decode": "decoding", "predict": "decoding",
     "score_digits": "decoding",
@@ -30,7 +31,7 @@ _LAZY = {
 
 __all__ = [
     "AdditionTask", "MultiplicationTask", "ModularDigitTask", "ModularTask", "make_task",
-    "Relation", "InputError", "TrainConfig", "PRESETS", "model_config", "shipped_data_dir", *_LAZY,
+    "Relation", "InputError", "TrainConfig", "PRESETS", "RECIPES", "model_config", "shipped_data_dir", *_LAZY,
 ]
 
 

@@ -324,3 +324,45 @@ def plot_patching(frame: pd.DataFrame, position_names: Sequence[str], answer_pos
     if title:
         fig.suptitle(title)
     return fig
+
+
+PHASE_COLOURS = ("#dde5f0", "#f6e3c4", "#d9ecd9")
+
+
+def plot_progress_measures(metrics: pd.DataFrame, progress: pd.DataFrame, phases: Optional[pd.DataFrame] = None,
+                           step: Optional[int] = None, title: Optional[str] = None) -> Figure:
+    """A grokking run against step: train and test loss (a ``metrics.csv`` frame); restricted and excluded loss
+    (a ``fourier.progress_series`` frame); total weight norm. Log-scale losses.
+
+    ``phases`` (``grokking.grokking_phases``) shades memorisation, circuit formation and cleanup;
+    ``step`` draws a vertical line there (the widget's current checkpoint).
+    """
+    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    ax_loss, ax_fourier, ax_norm = fig.subplots(1, 3, sharex=True)
+    for split, label, colour in (("train", "train loss", "#4c72b0"), ("id_test", "test loss", "#c8553d")):
+        rows = metrics[metrics.split == split]
+        ax_loss.plot(rows.step, rows.loss, label=label, color=colour)
+        if split == "id_test":
+            ax_fourier.plot(rows.step, rows.loss, label=label, color=colour, alpha=0.4)
+    ax_fourier.plot(progress.step, progress.restricted_loss, "o-", ms=3, color="#2a9d8f", label="restricted loss")
+    ax_fourier.plot(progress.step, progress.excluded_loss, "o-", ms=3, color="#8e5ea2", label="excluded loss")
+    ax_norm.plot(progress.step, progress.total_weight_norm, "o-", ms=3, color="#555555")
+    for ax, ylabel in ((ax_loss, "loss"), (ax_fourier, "loss"), (ax_norm, "total weight norm")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        if phases is not None:
+            for row, colour in zip(phases.itertuples(), PHASE_COLOURS):
+                ax.axvspan(row.start, row.end, color=colour, zorder=0, label=row.phase if ax is ax_norm else None)
+        if step is not None:
+            ax.axvline(step, color="black", linewidth=1)
+    for ax in (ax_loss, ax_fourier):
+        ax.set_yscale("log")
+        ax.legend(fontsize="small")
+    if phases is not None:
+        ax_norm.legend(fontsize="small")
+    ax_loss.set_title("memorising, then generalising")
+    ax_fourier.set_title("the key frequencies' share of the logits")
+    ax_norm.set_title("weight decay cleans up")
+    if title:
+        fig.suptitle(title)
+    return fig

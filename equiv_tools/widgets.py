@@ -8,6 +8,9 @@
   relation / other, with the shares; and the model's answer on one typed pair.
 * ``RepresentationExplorer``: PCA of hidden states through a run's checkpoint
   series in one shared projection, with the silhouette of the chosen colouring.
+* ``TrainingDynamicsExplorer``: a grokking run's checkpoint series: the embedding's
+  Fourier spectrum at each step, and the loss curves and progress measures with the
+  step marked and the three phases shaded.
 
 Both are testable without a browser: set a control's ``.value`` (observers
 run at once) and read ``.result`` / ``.pair`` / ``.frame`` / ``.figure``. Bad
@@ -31,11 +34,14 @@ from .errors import InputError
 from .forward import attached_hooks
 from .maps import CATEGORIES, category_shares, classify, grid_answers
 from .models import Run, load_run
-from .plots import plot_category_map, plot_pca_series
+from .fourier import key_frequencies, progress_series, spectrum_series
+from .grokking import grokking_phases
+from .plots import plot_category_map, plot_fourier_spectrum, plot_pca_series, plot_progress_measures
 from .projection import COLOURINGS, checkpoint_models, pca_series
 from .representations import default_hook, residual_hooks
 from .reproduce import model_catalog
 from .tasks import Task, parse_operand
+from .training import read_metrics
 
 MAX_GRID_POINTS = 40_000
 SLIDER_MAX = 9999  # sliders cover 3- and 4-digit inputs; wider operands are typed
@@ -419,3 +425,61 @@ class RepresentationExplorer(W.VBox):
         self.message.value = ""
         self.readout.value = (f"step <b>{step}</b>: silhouette <b>{score:.2f}</b> for classes of <code>{html.escape(self.colour.value)}</code> "
                               f"at {html.escape(self.hook.value)}, position {html.escape(self.position.label)}")
+
+
+class TrainingDynamicsExplorer(W.VBox):
+    """A grokking run through its checkpoint series: a step slider over the embedding's Fourier spectrum at that
+    step, and the loss curves and progress measures (restricted and excluded loss, weight norm) with the step
+    marked and the phases shaded.
+
+    Everything is computed once on construction (``fourier.progress_series`` and ``spectrum_series``, one call
+    each), so the slider only redraws. ``progress``, ``spectrum``, ``phases`` hold the frames; ``figures`` the two
+    Figures drawn last. Errors show in ``message`` and never raise into the notebook.
+    """
+
+    def __init__(self, run_dir="grok113_fast", device: str = "cpu"):
+        self.figures = None
+        self.phases = None
+        self.step = W.SelectionSlider(options=[0], description="step", continuous_update=False, layout=W.Layout(width="620px"))
+        self.message = W.HTML()
+        self.readout = W.HTML().add_class("et-dynamics-readout")
+        self.spectrum_plot = W.Image(format="png", layout=W.Layout(width="560px"))
+        self.progress_plot = W.Image(format="png", layout=W.Layout(width="900px"))
+        super().__init__([self.step, self.message, self.readout, self.spectrum_plot, self.progress_plot])
+        try:
+            final = load_run(run_dir, device=device)
+            self.key_frequencies = key_frequencies(final.model, final.task)
+            self.metrics = read_metrics(final.path)
+            self.progress = progress_series(final.path, self.key_frequencies, device=device)
+            self.spectrum = spectrum_series(final.path, device=device)
+            with contextlib.suppress(InputError):  # a run that never grokked has no phases to shade
+                self.phases = grokking_phases(self.metrics)
+            self.step.options = list(self.progress.step)
+            self.step.value = self.step.options[-1]
+        except Exception as exc:  # shown in the widget, never raised into the notebook
+            self.message.value = _error_html(exc)
+            return
+        self.step.observe(lambda _: self.draw(), names="value")
+        self.draw()
+
+    def draw(self) -> None:
+        """Draw the spectrum at the current step and the curves with the step marked; fill in the readout."""
+        step = self.step.value
+        try:
+            spectrum = plot_fourier_spectrum(self.spectrum[self.spectrum.step == step], highlight=self.key_frequencies,
+                                             title=f"the embedding in the Fourier basis at step {step}")
+            curves = plot_progress_measures(self.metrics, self.progress, self.phases, step=step)
+            self.spectrum_plot.value, self.progress_plot.value = figure_png(spectrum), figure_png(curves)
+        except Exception as exc:  # shown in the widget, never raised into the notebook
+            self.figures = None
+            self.message.value = _error_html(exc)
+            return
+        self.figures = (spectrum, curves)
+        self.message.value = ""
+        row = self.progress.set_index("step").loc[step]
+        losses = self.metrics[self.metrics.step == step].set_index("split").loss
+        phase = "" if self.phases is None else next(
+            (f" ({r.phase})" for r in self.phases.itertuples() if r.start <= step <= r.end), "")
+        self.readout.value = (f"step <b>{step}</b>{html.escape(phase)}: train loss {losses.get('train', float('nan')):.3g}, "
+                              f"test loss {losses.get('id_test', float('nan')):.3g}, restricted loss {row.restricted_loss:.3g}, "
+                              f"excluded loss {row.excluded_loss:.3g}, weight norm {row.total_weight_norm:.1f}")

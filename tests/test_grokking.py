@@ -1,0 +1,69 @@
+"""When a run groks (grokking.grokked_step), and the grokking benchmark's criterion."""
+import pandas as pd
+import pytest
+
+from equiv_tools import InputError, shipped_data_dir
+from equiv_tools.grokking import grokked_step
+
+
+def _metrics(accuracies, every=10):
+    return pd.DataFrame({"step": [every * (i + 1) for i in range(len(accuracies))], "split": "id_test", "loss": 0.0,
+                         "accuracy": accuracies})
+
+
+def test_grokked_step_needs_the_level_held_and_the_run_to_go_on():
+    # touches 0.99 at step 30 but drops to 0.97 at 40; from 50 on it holds, and the run goes to 100 >= 1.2 * 50
+    assert grokked_step(_metrics([0.1, 0.5, 0.99, 0.97, 0.99, 0.995, 1, 1, 1, 1])) == 50
+    # reaching it at step 90 of 100 is not enough: the run would have to go on to step 108
+    assert grokked_step(_metrics([0.1] * 8 + [0.99, 1.0])) is None
+    assert grokked_step(_metrics([0.1] * 8 + [0.99, 1.0]), margin=0.1) == 90
+    assert grokked_step(_metrics([0.2, 0.4])) is None
+
+
+def test_grokked_step_names_a_missing_split():
+    with pytest.raises(InputError, match=r"the metrics have no 'ood' rows; splits present: \['id_test'\]"):
+        grokked_step(_metrics([1.0]), split="ood")
+
+
+def test_shipped_series_groks_in_three_phases():
+    from equiv_tools.grokking import grokking_phases
+    from equiv_tools.models import checkpoint_steps
+    from equiv_tools.training import read_metrics
+
+    metrics = read_metrics(shipped_data_dir() / "grok113_fast")
+    assert grokked_step(metrics) == 320
+    phases = grokking_phases(metrics)
+    assert phases.to_dict("list") == {"phase": ["memorisation", "circuit formation", "cleanup"], "start": [0, 70, 190],
+                                      "end": [70, 190, 600]}
+    assert checkpoint_steps(shipped_data_dir() / "grok113_fast") == list(range(0, 601, 30))
+
+
+def _tiny_grokking_run(tmp_path):
+    from equiv_tools import ModularTask, TrainConfig, train
+
+    cfg = TrainConfig.from_recipe("fast", steps=40, eval_every=10, checkpoint_every=20)
+    train(ModularTask(p=23), tmp_path / "grok", preset="grokking", train_cfg=cfg, model_overrides=dict(d_model=32, d_head=8, d_mlp=64),
+          progress=False)
+    return tmp_path / "grok"
+
+
+def test_training_dynamics_explorer_steps_through_the_series(tmp_path):
+    from equiv_tools.fourier import progress_series
+    from equiv_tools.widgets import TrainingDynamicsExplorer
+
+    run_dir = _tiny_grokking_run(tmp_path)
+    w = TrainingDynamicsExplorer(run_dir)
+    assert w.message.value == "" and list(w.step.options) == [0, 20, 40]
+    pd.testing.assert_frame_equal(w.progress, progress_series(run_dir, w.key_frequencies))
+    at = w.progress.set_index("step")
+    w.step.value = 20
+    assert f"step <b>20</b>" in w.readout.value and f"restricted loss {at.restricted_loss[20]:.3g}" in w.readout.value
+    assert w.figures is not None and len(w.figures[1].axes) == 3
+
+
+def test_training_dynamics_explorer_says_what_is_wrong():
+    from equiv_tools.widgets import TrainingDynamicsExplorer
+
+    w = TrainingDynamicsExplorer("add3_nano")
+    assert "needs a modular task" in w.message.value or "modular" in w.message.value
+    assert w.figures is None
