@@ -76,10 +76,10 @@ class TrainConfig:
     tasks, the train fraction for the grokking layout). ``ood_digits``
     defaults to train digits + 1; digit tasks only.
 
-    ``train_forward``: ``bridge`` computes each training step's loss with the
-    TransformerBridge; ``lean`` with the kit's lean forward over the same
-    parameters, at the answer positions only (the same loss and gradients to
-    float rounding, about 1e-6, with less overhead). Evaluations always run the bridge.
+    ``train_forward``: ``bridge`` computes each training step's loss and each
+    evaluation with the TransformerBridge; ``lean`` with the kit's lean forward over
+    the same parameters, at the answer positions only (the same losses and gradients
+    to float rounding, about 1e-6, with less overhead).
     ``series_dtype``: the dtype older checkpoints of the series are stored in
     (``float16`` halves the series' size); the latest checkpoint stays float32, so resuming is exact.
     ``recipe``: the name of the recipe (``RECIPES``) whose defaults ``from_recipe`` filled in, or None.

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .forward import LeanModel, fast_path_blocker
 from .models import Run, checkpoint_path, checkpoint_steps, load_run, resolve_run_dir
 from .tasks import ModularTask, Task
 
@@ -132,8 +133,16 @@ def _device(model) -> torch.device:
 
 @torch.no_grad()
 def grid_logits(model, task: ModularTask) -> torch.Tensor:
-    """The logits at the last position for every pair, through the bridge (hooks honoured): [p, p, d_vocab_out]."""
-    logits = model(all_pair_tokens(task).to(_device(model)))[:, -1]  # [p*p, d_vocab_out]
+    """The logits at the last position for every pair: [p, p, d_vocab_out].
+
+    The lean forward computes them where ``fast_path_blocker(model)`` allows (the bridge's logits to float
+    rounding, last position only); with hooks attached, the bridge does (hooks honoured).
+    """
+    tokens = all_pair_tokens(task).to(_device(model))  # [p*p, 3]
+    if fast_path_blocker(model) is None:
+        logits = LeanModel(model)(tokens, logits_from=tokens.shape[1] - 1)[:, -1]  # [p*p, d_vocab_out]
+    else:
+        logits = model(tokens)[:, -1]
     return logits.double().cpu().reshape(task.p, task.p, -1)
 
 

@@ -84,11 +84,11 @@ class _Data:
 
 
 @torch.no_grad()
-def _evaluate(model, task: Task, data: _Data, step: int) -> list[dict]:
+def _evaluate(model, task: Task, data: _Data, step: int, lean: bool = False) -> list[dict]:
     model.eval()
     rows = []
     for split, seqs in data.eval_sets.items():
-        loss, correct = answer_loss_and_accuracy(model, task, seqs)
+        loss, correct = answer_loss_and_accuracy(model, task, seqs, lean=lean)
         rows.append({"step": step, "split": split, "loss": float(loss), "accuracy": float(correct.float().mean())})
     model.train()
     return rows
@@ -176,7 +176,7 @@ def _loop(run_dir: Path, task: Task, model, opt, cfg: TrainConfig, data: _Data, 
         opt.step()
         checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            rows.extend(_evaluate(model, task, data, step))
+            rows.extend(_evaluate(model, task, data, step, lean))
             latest = {r["split"]: r["accuracy"] for r in rows[-len(data.eval_sets):]}
             bar.set_postfix({k: f"{v:.3f}" for k, v in latest.items()})
             if on_eval is not None:
@@ -221,7 +221,7 @@ def train(
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, device=torch_device)
     opt = _optimizer(model, cfg)
-    rows = _evaluate(model, task, data, 0)
+    rows = _evaluate(model, task, data, 0, cfg.train_forward == "lean")
     _save_checkpoint(run_dir, model, opt, 0, rows, cfg)
     return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress, on_eval)
 

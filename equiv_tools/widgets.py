@@ -433,11 +433,12 @@ class TrainingDynamicsExplorer(W.VBox):
     marked and the phases shaded.
 
     Everything is computed once on construction (``fourier.progress_series`` and ``spectrum_series``, one call
-    each), so the slider only redraws. ``progress``, ``spectrum``, ``phases`` hold the frames; ``figures`` the two
-    Figures drawn last. Errors show in ``message`` and never raise into the notebook.
+    each, unless the frames are passed in), so the slider only redraws. ``progress``, ``spectrum``, ``phases``
+    hold the frames; ``figures`` the two Figures drawn last. Errors show in ``message`` and never raise into
+    the notebook.
     """
 
-    def __init__(self, run_dir="grok113_fast", device: str = "cpu"):
+    def __init__(self, run_dir="grok113_fast", progress=None, spectrum=None, device: str = "cpu"):
         self.figures = None
         self.phases = None
         self.step = W.SelectionSlider(options=[0], description="step", continuous_update=False, layout=W.Layout(width="620px"))
@@ -450,8 +451,8 @@ class TrainingDynamicsExplorer(W.VBox):
             final = load_run(run_dir, device=device)
             self.key_frequencies = key_frequencies(final.model, final.task)
             self.metrics = read_metrics(final.path)
-            self.progress = progress_series(final.path, self.key_frequencies, device=device)
-            self.spectrum = spectrum_series(final.path, device=device)
+            self.progress = progress_series(final.path, self.key_frequencies, device=device) if progress is None else progress
+            self.spectrum = spectrum_series(final.path, device=device) if spectrum is None else spectrum
             with contextlib.suppress(InputError):  # a run that never grokked has no phases to shade
                 self.phases = grokking_phases(self.metrics)
             self.step.options = list(self.progress.step)

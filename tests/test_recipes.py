@@ -48,7 +48,7 @@ def test_lean_step_trains_the_same_model_as_the_bridge_to_float_rounding(tmp_pat
                           checkpoint_every=3, train_forward=forward)
         runs[forward] = train(SMALL, tmp_path / forward, preset="grokking", train_cfg=cfg, model_overrides=TINY, progress=False)
     bridge, lean = (runs[f].set_index(["split", "step"]).loss for f in ("bridge", "lean"))
-    assert bridge.loc[("train", 0)] == lean.loc[("train", 0)]  # the same initial model
+    assert abs(bridge.loc[("train", 0)] - lean.loc[("train", 0)]) < 1e-6  # the same initial model
     assert (bridge - lean).abs().max() < 1e-5
     assert lean.loc[("train", 3)] < lean.loc[("train", 0)] - 0.05  # and the steps did train
 
