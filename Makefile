@@ -48,7 +48,7 @@ test-browser: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow tests $(PYTEST_ARGS)
 
-# the browser checks, saving their screenshots over docs/browser_explorer.png and docs/browser_map_viewer.png
+# the browser checks, saving their screenshots over docs/browser_explorer.png, docs/browser_map_viewer.png and docs/browser_patching.png
 screenshots: $(STAMP)
 	EQUIV_TOOLS_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
 

@@ -1,7 +1,8 @@
 """The notebooks' widgets in a real browser: JupyterLab headless, Debian's Chromium driven by Playwright (no browser download).
 
 Runs with `make test-browser` (and from `make test` when /usr/bin/chromium exists). The screenshots go to pytest's tmp_path,
-or to the folder $EQUIV_TOOLS_SCREENSHOT_DIR names: `make screenshots` refreshes docs/browser_explorer.png and docs/browser_map_viewer.png.
+or to the folder $EQUIV_TOOLS_SCREENSHOT_DIR names: `make screenshots` refreshes docs/browser_explorer.png, docs/browser_map_viewer.png
+and docs/browser_patching.png.
 """
 import os
 import re
@@ -134,3 +135,23 @@ def test_representation_explorer_slider_in_chromium(lab, page, tmp_path):
     handle.focus()
     handle.press("ArrowLeft")  # one step back along the checkpoint series: 2000 -> 1500, through the kernel
     expect(readout).to_contain_text("step 1500: silhouette", timeout=120_000)
+
+
+def test_patching_explorer_in_chromium(lab, page, tmp_path):
+    screenshot = _screenshot_dir(tmp_path) / "browser_patching.png"
+    _run_all(page, lab, "04_patching.ipynb")
+    readout = page.locator(".et-patch-readout")
+    expect(readout).to_contain_text("normalised_logit_diff at ans[10^2]; largest: 1.02 at layer 2, ans[10^1]", timeout=300_000)
+    image = page.locator(".widget-vbox").filter(has=readout).last.locator("img")
+    before = image.get_attribute("src")
+    _screenshot(page, ".et-patch-readout", screenshot)
+    assert screenshot.stat().st_size > 10_000
+    _set_text(page, "corrupted a", "359")  # the tens digit apart: the first answer digit that differs is ans[10^1]
+    expect(readout).to_contain_text("(model: 1064)", timeout=120_000)
+    expect(readout).to_contain_text("normalised_logit_diff at ans[10^1]")
+    expect(image).not_to_have_attribute("src", before)  # a new heatmap
+    answer_at = page.locator(".widget-dropdown").filter(has=page.locator("label", has_text="answer at")).locator("select")
+    answer_at.select_option(label="ans[10^0]")  # the two answers agree there: a message, and the raw logit difference
+    message = page.locator(".et-patch-message")
+    expect(message).to_contain_text("normalised logit difference is undefined", timeout=120_000)
+    expect(readout).to_contain_text("logit_diff at ans[10^0]")

@@ -13,8 +13,9 @@ from equiv_tools import widgets
 from equiv_tools.config import RunConfig, model_config
 from equiv_tools.decoding import naive_greedy_decode
 from equiv_tools.models import Run, build_model
+from equiv_tools.patching import patch_pair
 from equiv_tools.tasks import ModularTask
-from equiv_tools.widgets import EquivalenceExplorer, MapViewer
+from equiv_tools.widgets import EquivalenceExplorer, MapViewer, PatchingExplorer
 
 CHIP = re.compile(r"<span class='et-chip'[^>]*><span[^>]*>(\d+)</span><small class='et-prob'[^>]*>([\d.]+)</small></span>")
 
@@ -254,3 +255,83 @@ def test_representation_explorer_slider_redraws_and_choices_recompute():
     assert "position a[10^4]" in explorer.readout.value
     broken = RepresentationExplorer(run_dir, steps=[150])
     assert "no checkpoint for step" in broken.message.value and broken.series is None
+
+
+@pytest.fixture()
+def patcher(add3_nano, tiny_run):
+    return PatchingExplorer(catalog={"kit/add3_nano": lambda: add3_nano, "tiny": lambda: tiny_run})
+
+
+def heatmap(figure, panel: int = 0) -> np.ndarray:
+    """The values a heatmap panel shows, rows bottom-up as drawn (layer 0 first)."""
+    quad = figure.axes[2 * panel].collections[0]  # each panel is followed by its colour bar's axes
+    rows = len(figure.axes[2 * panel].get_yticks())
+    return np.asarray(quad.get_array()).reshape(rows, -1)
+
+
+def test_patching_explorer_draws_patch_pairs_frame(patcher, add3_nano):
+    model, task = add3_nano.model, add3_nano.task
+    assert [box.value for box in (patcher.clean_a, patcher.clean_b, patcher.corrupted_a, patcher.corrupted_b)] == ["349", "705", "449", "705"]
+    expected = patch_pair(model, task, (349, 705), (449, 705), sweeps=["resid_pre"])
+    frame = patcher.frame
+    assert frame[["kind", "layer", "position", "head", "answer_position", "measure"]].equals(expected.drop(columns="value"))
+    np.testing.assert_allclose(frame.value, expected.value, atol=1e-6)
+    grid = expected.pivot(index="layer", columns="position", values="value").to_numpy()  # [3 layers, 15 positions]
+    np.testing.assert_allclose(heatmap(patcher.figure), grid, atol=1e-6)
+    # a's hundreds digit (position 2) is all that differs before layer 0: patching it there restores the clean run
+    assert grid[0, 2] == pytest.approx(1.0, abs=1e-5) and np.abs(np.delete(grid[0], 2)).max() < 1e-5
+    assert 0.9 < grid[2, 11] < 1.1  # by layer 2 it sits at ans[10^1], the position that writes the hundreds digit
+    assert (frame.measure == "normalised_logit_diff").all() and set(frame.answer_position) == {2}
+    assert "(model: 1054)" in patcher.readout.value and "(model: 1154)" in patcher.readout.value
+    assert "<b class='et-patch-position'>ans[10^2]</b>" in patcher.readout.value and patcher.message.value == ""
+
+    patcher.sweep.value = "head_out_all_pos"  # one panel, heads as columns
+    expected = patch_pair(model, task, (349, 705), (449, 705), sweeps=["head_out_all_pos"])
+    np.testing.assert_allclose(heatmap(patcher.figure), expected.pivot(index="layer", columns="head", values="value").to_numpy(), atol=1e-6)
+    assert "head" in patcher.readout.value.split("largest:")[1]
+
+
+def test_patching_explorer_caches_per_model_state(patcher, add3_nano, monkeypatch):
+    calls = []
+    real = widgets.patch_pair
+    monkeypatch.setattr(widgets, "patch_pair", lambda *args, **kw: calls.append(kw["sweeps"]) or real(*args, **kw))
+    first = patcher.frame
+    patcher.sweep.value = "mlp_out"
+    patcher.sweep.value = "resid_pre"  # back to a cached choice: shown again, not recomputed
+    assert calls == [["mlp_out"]] and patcher.frame is first
+    add3_nano.model.add_hook("blocks.1.hook_attn_out", lambda act, hook: act * 0.5)
+    try:
+        patcher.sweep.value = "mlp_out"
+        hooked = patcher.frame
+        patcher.sweep.value = "resid_pre"
+        assert calls == [["mlp_out"], ["mlp_out"], ["resid_pre"]]  # under hooks nothing comes from the cache
+        expected = real(add3_nano.model, add3_nano.task, (349, 705), (449, 705), sweeps=["resid_pre"])  # the hooked model's numbers
+        np.testing.assert_allclose(patcher.frame.value, expected.value, atol=1e-6)
+        assert np.abs(patcher.frame.value.to_numpy() - first.value.to_numpy()).max() > 1e-3
+    finally:
+        add3_nano.model.reset_hooks()
+    patcher.sweep.value = "mlp_out"
+    assert len(calls) == 3 and patcher.frame is not hooked  # the unhooked result, from the cache
+
+
+def test_patching_explorer_bad_input_shows_a_message(patcher):
+    patcher.corrupted_a.value = "4x9"
+    assert patcher.frame is None and "digits 0-9" in patcher.message.value and patcher.readout.value == ""
+    assert patcher.plot.layout.display == "none"
+    patcher.corrupted_a.value = "1234567"
+    assert patcher.frame is None and "too wide" in patcher.message.value
+    patcher.corrupted_a.value = "359"  # the tens digit apart: "auto" measures the first answer digit that differs
+    assert patcher.message.value == "" and patcher.plot.layout.display is None
+    assert set(patcher.frame.answer_position) == {1} and "ans[10^1]</b>" in patcher.readout.value
+    patcher.answer_position.value = 0  # the answers agree there: say so, and show the raw logit difference (0 by construction)
+    assert "normalised logit difference is undefined" in patcher.message.value
+    assert (patcher.frame.measure == "logit_diff").all() and (patcher.frame.value == 0).all()
+
+
+def test_patching_explorer_follows_the_models_task(patcher, tiny_run):
+    assert len(patcher.answer_position.options) == 1 + 6
+    patcher.models.dropdown.value = "tiny"  # width 2: 349 does not fit, three answer positions
+    assert "too wide" in patcher.message.value and len(patcher.answer_position.options) == 1 + 3
+    patcher.clean_a.value, patcher.clean_b.value, patcher.corrupted_a.value, patcher.corrupted_b.value = "12", "7", "13", "7"
+    expected = patch_pair(tiny_run.model, tiny_run.task, (12, 7), (13, 7), sweeps=["resid_pre"])
+    assert patcher.message.value == "" and np.allclose(patcher.frame.value, expected.value, atol=1e-6)
