@@ -113,9 +113,14 @@ class LeanModel:
     that hook_resid_post adds the MLP's output to.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, differentiable: bool = False):
+        """``differentiable``: keep autograd, so gradients reach the bridge's parameters (through the
+        fused q/k/v cat); build it again after each optimiser step. Otherwise the weights are detached."""
         cfg = model.cfg
-        sd = {k: v.detach() for k, v in model.state_dict().items()}
+        if differentiable:
+            sd = model.state_dict(keep_vars=True)
+        else:
+            sd = {k: v.detach() for k, v in model.state_dict().items()}
         self.n_layers, self.n_heads, self.d_head, self.eps = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.eps
         self.act = _ACTIVATIONS[cfg.act_fn]
         self.device = sd["embed.weight"].device
@@ -151,14 +156,15 @@ class LeanModel:
         y = self._norm(resid_mid, self.layers[layer]["ln2"])
         return F.linear(self.act(F.linear(y, *self.layers[layer]["mlp_in"])), *self.layers[layer]["mlp_out"])
 
-    def __call__(self, tokens: torch.Tensor, cache: Optional[list] = None, last_only: bool = False) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, cache: Optional[list] = None, last_only: bool = False, logits_from: int = 0) -> torch.Tensor:
         """Logits [batch, pos, d_vocab_out] for ``tokens`` [batch, pos].
 
         With ``cache`` (a list, filled on the first call), ``tokens`` continue
         the cached prefix: the first call takes the prompt, later calls one
-        position each. ``last_only`` returns logits for the last position only.
+        position each. ``last_only`` returns logits for the last position only;
+        ``logits_from`` those from that position on ([batch, pos - logits_from, d_vocab_out]).
         """
-        return self.forward(tokens, cache=cache, last_only=last_only)
+        return self.forward(tokens, cache=cache, last_only=last_only, logits_from=logits_from)
 
     def run_with_cache(self, tokens: torch.Tensor, names=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits [batch, pos, d_vocab_out] and the activations at ``names`` (default: every hook point), like the bridge's."""
@@ -177,6 +183,7 @@ class LeanModel:
         patches: Optional[dict] = None,
         record: Optional[dict] = None,
         start: Optional[tuple[str, torch.Tensor]] = None,
+        logits_from: int = 0,
     ) -> torch.Tensor:
         """Logits [batch, pos, d_vocab_out]: the one lean forward.
 
@@ -189,9 +196,15 @@ class LeanModel:
         activations upstream of a patch are reused instead of recomputed; ``tokens`` is then unused.
         With ``start``, ``cache`` may hold every layer's keys and values of earlier positions
         ([batch, n_heads, prefix, d_head] each): the forward then computes positions prefix.. only.
+        ``logits_from`` (an index into this call's positions; not with ``patches`` or ``record``):
+        return logits [batch, pos - logits_from, d_vocab_out] for positions logits_from.. only. The
+        last layer then computes queries, attention output and MLP at those positions only (keys and
+        values at all): the same arithmetic for those positions, whose logits nothing later can change.
         """
         hooked = bool(patches) or record is not None
         patches = patches or {}
+        if logits_from and hooked:
+            raise ValueError("logits_from computes the last layer at some positions only; it cannot record or patch")
 
         def point(name, x):
             patch = patches.get(name)
@@ -217,48 +230,60 @@ class LeanModel:
             first, stage = int(parts[1]), _STAGES[parts[2]]
             pos0 = cache[-1][0].shape[2] if cache else 0
             batch, n_new = h.shape[:2]
+        if not 0 <= logits_from < n_new:
+            raise ValueError(f"logits_from must lie in [0, {n_new}), got {logits_from}")
         for i in range(first, self.n_layers):
             layer, p = self.layers[i], f"blocks.{i}."
             skip = stage if i == first else 0  # 1: begin at the MLP, 2: begin after the layer
+            q_from = logits_from if i == self.n_layers - 1 else 0  # the first position this layer's output is needed at
+            if skip and q_from:
+                h = h[:, q_from:]
             if skip == 0:
                 if hooked:
                     h = point(p + "hook_resid_pre", h)
                 y = self._norm(h, layer["ln1"])
-                qkv = F.linear(y, layer["qkv_w"], layer["qkv_b"]).view(batch, n_new, 3, self.n_heads, self.d_head)
-                if hooked:  # each [batch, pos, n_heads, d_head], then [batch, n_heads, pos, d_head]
-                    q, k, v = (point(p + f"attn.hook_{x}", qkv[:, :, j]).transpose(1, 2) for j, x in enumerate("qkv"))
+                if q_from:  # keys and values at every position, queries at q_from.. only
+                    d = self.n_heads * self.d_head
+                    q = F.linear(y[:, q_from:], layer["qkv_w"][:d], layer["qkv_b"][:d]).view(batch, n_new - q_from, self.n_heads, self.d_head).transpose(1, 2)
+                    k, v = F.linear(y, layer["qkv_w"][d:], layer["qkv_b"][d:]).view(batch, n_new, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+                    h = h[:, q_from:]
                 else:
-                    q, k, v = qkv.permute(2, 0, 3, 1, 4)  # [3, batch, n_heads, pos, d_head]
+                    qkv = F.linear(y, layer["qkv_w"], layer["qkv_b"]).view(batch, n_new, 3, self.n_heads, self.d_head)
+                    if hooked:  # each [batch, pos, n_heads, d_head], then [batch, n_heads, pos, d_head]
+                        q, k, v = (point(p + f"attn.hook_{x}", qkv[:, :, j]).transpose(1, 2) for j, x in enumerate("qkv"))
+                    else:
+                        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # [3, batch, n_heads, pos, d_head]
                 if cache is not None:
                     if len(cache) > i:
                         k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
                         cache[i] = (k, v)
                     else:
                         cache.append((k, v))
-                causal = n_new > 1
+                n_q, offset = q.shape[2], pos0 + q_from  # query j sees keys up to offset + j
+                causal = n_q > 1
                 mask = None
-                if causal and pos0 > 0:  # new positions after a cached prefix: query j sees keys up to pos0 + j
-                    if start is None:
+                if causal and offset > 0:
+                    if start is None and pos0 > 0:
                         raise ValueError("LeanModel continues a cache one position at a time")
-                    mask = torch.ones(n_new, pos0 + n_new, dtype=torch.bool, device=h.device).tril(pos0)
+                    mask = torch.ones(n_q, offset + n_q, dtype=torch.bool, device=h.device).tril(offset)
                     causal = False
                 if hooked and (p + "attn.hook_pattern" in patches or (record is not None and p + "attn.hook_pattern" in record)):
                     scores = q @ k.transpose(-1, -2) / self.d_head**0.5  # [batch, n_heads, query_pos, key_pos]
                     if causal:
-                        scores = scores.masked_fill(torch.ones(n_new, n_new, dtype=torch.bool, device=h.device).triu(1), float("-inf"))
+                        scores = scores.masked_fill(torch.ones(n_q, n_q, dtype=torch.bool, device=h.device).triu(1), float("-inf"))
                     elif mask is not None:
                         scores = scores.masked_fill(~mask, float("-inf"))
                     z = point(p + "attn.hook_pattern", scores.softmax(-1)) @ v
                 elif mask is not None:  # for tiny heads, plain matrix products beat the fused kernel's masked path
                     scores = (q @ k.transpose(-1, -2)).mul_(self.d_head**-0.5).masked_fill_(~mask, float("-inf"))
-                    z = scores.softmax(-1) @ v  # [batch, n_heads, pos, d_head]
+                    z = scores.softmax(-1) @ v  # [batch, n_heads, query_pos, d_head]
                 else:
-                    z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [batch, n_heads, pos, d_head]
-                z = z.transpose(1, 2)  # [batch, pos, n_heads, d_head]
+                    z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [batch, n_heads, query_pos, d_head]
+                z = z.transpose(1, 2)  # [batch, query_pos, n_heads, d_head]
                 if hooked:
                     h = h + point(p + "hook_attn_out", self.attn_output(i, point(p + "attn.hook_z", z)))
                 else:
-                    h = h + F.linear(z.reshape(batch, n_new, -1), *layer["o"])
+                    h = h + F.linear(z.reshape(batch, n_q, -1), *layer["o"])
             if skip <= 1:
                 if hooked:
                     # As in the bridge: a patch at hook_resid_mid reaches the MLP's input only; the

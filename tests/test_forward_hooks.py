@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from equiv_tools import ModularTask
+from equiv_tools import AdditionTask, ModularTask
 from equiv_tools.config import model_config
 from equiv_tools.forward import LeanModel, fast_path_blocker
 from equiv_tools.models import build_model
@@ -109,3 +110,42 @@ def test_a_patch_at_resid_mid_reaches_the_mlp_only_as_in_the_bridge(add3_nano):
         by_hand = lean.forward(start=("blocks.1.hook_resid_post", mid + lean.mlp_output(1, mid + delta)))
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
     assert (by_hand - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize("preset", ["grokking", "nano"])
+def test_differentiable_loss_and_gradients_equal_the_bridges(preset):
+    """A training step through the lean forward (logits from the first answer position on) is the bridge's."""
+    task = ModularTask(p=13) if preset == "grokking" else AdditionTask(train_digits=2, width=3)
+    torch.manual_seed(0)
+    model = build_model(model_config(task, preset, seed=0)).train()
+    a, b = task.sample_id(64, seed=0) if preset == "nano" else task.grid(range(13), range(0, 13, 3))
+    tokens = torch.from_numpy(task.encode(a, b, task.truth(a, b)))
+    inputs, targets, first = tokens[:, :-1], tokens[:, task.prompt_len :], task.prompt_len - 1
+
+    def loss_and_grads(logits):
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        model.zero_grad()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    expected_loss, expected = loss_and_grads(model(inputs)[:, first:])
+    lean_loss, got = loss_and_grads(LeanModel(model, differentiable=True)(inputs, logits_from=first))
+    assert torch.allclose(lean_loss, expected_loss, atol=1e-5)
+    assert set(got) == set(expected) and len(got) == len(list(model.parameters()))
+    for name in expected:
+        assert expected[name].abs().max() > 0, name  # every parameter takes part in the loss
+        assert torch.allclose(got[name], expected[name], atol=1e-5), (name, (got[name] - expected[name]).abs().max())
+
+
+def test_logits_from_gives_the_same_logits_at_those_positions(add3_nano, grokking):
+    for model, tokens in _cases(add3_nano, grokking):
+        lean = LeanModel(model)
+        with torch.no_grad():
+            full = lean(tokens)
+            for first in range(tokens.shape[1]):
+                assert torch.allclose(lean(tokens, logits_from=first), full[:, first:], atol=1e-5), first
+            _, acts = lean.run_with_cache(tokens, ["blocks.0.hook_resid_post"])
+            started = lean.forward(start=("blocks.0.hook_resid_post", acts["blocks.0.hook_resid_post"]), logits_from=1)
+            assert torch.allclose(started, full[:, 1:], atol=1e-5)
+        with pytest.raises(ValueError):
+            lean.forward(tokens, record={}, logits_from=1)
