@@ -4,18 +4,28 @@ Decodes 10,000 OOD sequences (both operands 4 digits) of the paper's model_s2
 (when its file is found; see equiv_tools.reproduce) and of the kit's add3_nano,
 with the same batch size, checks that the answers are identical, and prints
 sequences per second and the ratio. Each timing is the best of --repeats runs.
+Then, in a fresh subprocess, a map of 10^6 inputs (``maps.grid_answers`` on
+add3_nano, a and b in 1000..1999): its rate against the kit's, and how much it
+adds to the process's peak memory (VmHWM after, minus VmRSS before). The last
+line sums up add3_nano.
 
     python benchmarks/decode_speed.py [--n 10000] [--batch-size 1000] [--repeats 3]
 """
 import argparse
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
 import torch
 
 from equiv_tools.decoding import greedy_decode, naive_greedy_decode
+from equiv_tools.maps import grid_answers
 from equiv_tools.models import load_run
 from equiv_tools.reproduce import load_paper_model, paper_checkpoint
+
+MAP_VALUES = range(1000, 2000)  # a 1000 x 1000 OOD grid
 
 
 def best_time(fn, repeats):
@@ -27,12 +37,32 @@ def best_time(fn, repeats):
     return min(times), out
 
 
+def _status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in KiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def map_child():
+    """Run in the subprocess: time one 10^6-input map and print its size, seconds and added peak memory as JSON."""
+    run = load_run("add3_nano")
+    grid_answers(run.model, run.task, MAP_VALUES[:20], MAP_VALUES[:20])  # warm-up
+    before = _status_kib("VmRSS")
+    start = time.perf_counter()
+    frame = grid_answers(run.model, run.task, MAP_VALUES, MAP_VALUES)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"n": len(frame), "seconds": seconds, "added_mib": (_status_kib("VmHWM") - before) / 1024}))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--map-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.map_child:
+        return map_child()
 
     models = {"kit add3_nano": load_run("add3_nano")}
     path, reason = paper_checkpoint("model_s2.pt")
@@ -52,6 +82,13 @@ def main():
         print(f"| {name} | {args.n / t_naive:,.0f} | {args.n / t_kit:,.0f} | {t_naive / t_kit:.1f}x | {identical} |")
         if not identical:
             raise SystemExit(f"{name}: the kit's answers differ from the naive loop's")
+
+    child = subprocess.run([sys.executable, __file__, "--map-child"], capture_output=True, text=True, check=True)
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    map_rate, kit_rate = result["n"] / result["seconds"], args.n / t_kit
+    print(f"map: {result['n']:,} inputs (maps.grid_answers, a and b in 1000..1999) at {map_rate:,.0f} seq/s, "
+          f"{map_rate / kit_rate:.2f} of the kit's rate, adding {result['added_mib']:,.0f} MiB to peak memory")
+    print(f"decode: kit {kit_rate:.0f} seq/s, naive {args.n / t_naive:.0f} seq/s, ratio {t_naive / t_kit:.1f}x, identical {identical}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ one chunk's activations or cache. Token arrays are int64 [n, positions].
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -37,12 +37,15 @@ from .tasks import Task
 PILOT_SIZE = 512
 
 
-def _slices(n: int, batch_size: int, progress: bool, desc: str):
+def _slices(n: int, batch_size: int, progress: bool, desc: str, on_progress: Optional[Callable[[float], None]] = None):
+    """Slices of ``batch_size`` over range(n); ``on_progress(fraction done)`` after each."""
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 2, leave=False):
         yield slice(start, min(start + batch_size, n))
+        if on_progress is not None:
+            on_progress(min(start + batch_size, n) / n)
 
 
 def _kv_decode(lean: LeanModel, prompt: torch.Tensor, answer_len: int) -> torch.Tensor:
@@ -61,6 +64,8 @@ def _teacher_forced_logits(forward, task: Task, prompt: torch.Tensor, answer: to
     ``forward`` maps tokens [batch, pos] to logits [batch, pos, d_vocab_out]: a ``LeanModel`` or the bridge itself.
     """
     tokens = torch.cat([prompt, answer[:, :-1]], dim=1)
+    if isinstance(forward, LeanModel):  # the last layer computes the answer positions only
+        return forward(tokens, logits_from=task.prompt_len - 1)
     return forward(tokens)[:, task.prompt_len - 1 :]
 
 
@@ -108,21 +113,27 @@ def guess_relation(model, task: Task, a, b) -> Optional[Relation]:
     return _pilot(LeanModel(model), task, a, b)[1]
 
 
-def _decode(lean: LeanModel, task: Task, prompts: np.ndarray, guessed: Optional[np.ndarray], batch_size: int, progress: bool) -> np.ndarray:
-    """Greedy answer tokens for prompts [n, prompt_len], verifying ``guessed`` answer tokens [n, answer_len] if given."""
-    out = np.empty((len(prompts), task.answer_len), dtype=np.int64)
-    for sl in _slices(len(prompts), batch_size, progress, "decoding"):
-        prompt = torch.from_numpy(prompts[sl]).to(lean.device)
-        if guessed is None:
-            out[sl] = _kv_decode(lean, prompt, task.answer_len).cpu().numpy()
-            continue
-        target = torch.from_numpy(guessed[sl]).to(lean.device)
+def _decode(
+    lean: LeanModel, task: Task, prompts: np.ndarray, guessed: Optional[np.ndarray], batch_size: int, progress: bool, on_progress=None
+) -> np.ndarray:
+    """Greedy answer tokens for prompts [n, prompt_len], verifying ``guessed`` answer tokens [n, answer_len] if given.
+
+    The inputs whose guess fails are decoded together at the end, in full batches.
+    """
+    if guessed is None:
+        out = np.empty((len(prompts), task.answer_len), dtype=np.int64)
+        for sl in _slices(len(prompts), batch_size, progress, "decoding", on_progress):
+            out[sl] = _kv_decode(lean, torch.from_numpy(prompts[sl]).to(lean.device), task.answer_len).cpu().numpy()
+        return out
+    wrong = []
+    for sl in _slices(len(prompts), batch_size, progress, "verifying", on_progress):
+        prompt, target = torch.from_numpy(prompts[sl]).to(lean.device), torch.from_numpy(guessed[sl]).to(lean.device)
         verified = (_teacher_forced_argmax(lean, task, prompt, target) == target).all(dim=1)
-        result = target.clone()
-        wrong = (~verified).nonzero().squeeze(1)
-        if wrong.numel():
-            result[wrong] = _kv_decode(lean, prompt[wrong], task.answer_len)
-        out[sl] = result.cpu().numpy()
+        wrong.append(sl.start + np.flatnonzero(~verified.cpu().numpy()))
+    wrong = np.concatenate(wrong)
+    out = guessed.copy()
+    if len(wrong):
+        out[wrong] = _decode(lean, task, prompts[wrong], None, batch_size, progress)
     return out
 
 
@@ -135,13 +146,15 @@ def greedy_decode(
     batch_size: int = 4096,
     guess: Union[None, str, Relation, np.ndarray] = "auto",
     progress: bool = False,
+    on_progress: Optional[Callable[[float], None]] = None,
 ) -> np.ndarray:
     """The model's greedy answer tokens for operands ``a``, ``b``: int64 [n, answer_len].
 
     ``guess``: ``"auto"`` (``guess_relation`` on a pilot, then verify
     with it), a ``Relation`` or an array of guessed answers [n] to verify, or
     ``None`` for plain KV-cache decoding. The result does not depend on it.
-    Where ``fast_path_blocker(model)`` names a reason (hooks attached, a setting
+    ``on_progress(fraction done)`` is called after each batch. Where
+    ``fast_path_blocker(model)`` names a reason (hooks attached, a setting
     the lean forward lacks), this is ``naive_greedy_decode``: the bridge's answers.
     """
     a, b = task.check_operands(a, b)
@@ -155,16 +168,21 @@ def greedy_decode(
         if guessed.shape[0] != a.size:
             raise InputError(f"guess has {guessed.shape[0]} answers for {a.size} inputs")
     if fast_path_blocker(model) is not None:
-        return naive_greedy_decode(model, task, a, b, batch_size=batch_size, progress=progress)
+        return naive_greedy_decode(model, task, a, b, batch_size=batch_size, progress=progress, on_progress=on_progress)
     lean = LeanModel(model)
     if isinstance(guess, str):
         head, relation = _pilot(lean, task, a, b)  # the pilot's answers are kept, not decoded again
+        if on_progress is not None:
+            on_progress(len(head) / a.size)
         if a.size <= PILOT_SIZE:
             return head
         guessed = None if relation is None else _guess_tokens(task, relation(a[PILOT_SIZE:], b[PILOT_SIZE:]))
-        rest = _decode(lean, task, task.encode_prompt(a[PILOT_SIZE:], b[PILOT_SIZE:]), guessed, batch_size, progress)
+        report = None
+        if on_progress is not None:  # a fraction of the rest -> of all inputs (the pilot's are done)
+            report = lambda done: on_progress((PILOT_SIZE + done * (a.size - PILOT_SIZE)) / a.size)
+        rest = _decode(lean, task, task.encode_prompt(a[PILOT_SIZE:], b[PILOT_SIZE:]), guessed, batch_size, progress, report)
         return np.concatenate([head, rest])
-    return _decode(lean, task, task.encode_prompt(a, b), guessed, batch_size, progress)
+    return _decode(lean, task, task.encode_prompt(a, b), guessed, batch_size, progress, on_progress)
 
 
 def predict(model, task: Task, a, b, **kwargs) -> np.ndarray:
@@ -173,13 +191,16 @@ def predict(model, task: Task, a, b, **kwargs) -> np.ndarray:
 
 
 @torch.no_grad()
-def naive_greedy_decode(model, task: Task, a, b, batch_size: int = 4096, progress: bool = False) -> np.ndarray:
-    """Baseline greedy decoding through the bridge, re-running the whole prefix per digit: int64 [n, answer_len]."""
+def naive_greedy_decode(model, task: Task, a, b, batch_size: int = 4096, progress: bool = False, on_progress=None) -> np.ndarray:
+    """Baseline greedy decoding through the bridge, re-running the whole prefix per digit: int64 [n, answer_len].
+
+    ``on_progress(fraction done)`` is called after each batch.
+    """
     a, b = task.check_operands(a, b)
     prompts = task.encode_prompt(a, b)
     device = next(model.parameters()).device
     out = np.empty((a.size, task.answer_len), dtype=np.int64)
-    for sl in _slices(a.size, batch_size, progress, "naive decoding"):
+    for sl in _slices(a.size, batch_size, progress, "naive decoding", on_progress):
         seq = torch.from_numpy(prompts[sl]).to(device)
         for _ in range(task.answer_len):
             seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)

@@ -80,6 +80,9 @@ def fast_path_blocker(model) -> Optional[str]:
     return None
 
 
+def _causal_bias(n_q: int, offset: int, device) -> torch.Tensor:
+    """[n_q, offset + n_q]: 0 where query j may see key position i (i <= offset + j), -inf elsewhere."""
+    return torch.full((n_q, offset + n_q), float("-inf"), device=device).triu(offset + 1)
 
 
 _STAGES = {"hook_resid_pre": 0, "hook_resid_mid": 1, "hook_resid_post": 2}
@@ -232,6 +235,8 @@ class LeanModel:
             batch, n_new = h.shape[:2]
         if not 0 <= logits_from < n_new:
             raise ValueError(f"logits_from must lie in [0, {n_new}), got {logits_from}")
+        if last_only and not hooked:
+            logits_from = n_new - 1
         for i in range(first, self.n_layers):
             layer, p = self.layers[i], f"blocks.{i}."
             skip = stage if i == first else 0  # 1: begin at the MLP, 2: begin after the layer
@@ -260,25 +265,17 @@ class LeanModel:
                     else:
                         cache.append((k, v))
                 n_q, offset = q.shape[2], pos0 + q_from  # query j sees keys up to offset + j
-                causal = n_q > 1
-                mask = None
-                if causal and offset > 0:
-                    if start is None and pos0 > 0:
-                        raise ValueError("LeanModel continues a cache one position at a time")
-                    mask = torch.ones(n_q, offset + n_q, dtype=torch.bool, device=h.device).tril(offset)
-                    causal = False
+                if n_q > 1 and start is None and pos0 > 0:
+                    raise ValueError("LeanModel continues a cache one position at a time")
                 if hooked and (p + "attn.hook_pattern" in patches or (record is not None and p + "attn.hook_pattern" in record)):
-                    scores = q @ k.transpose(-1, -2) / self.d_head**0.5  # [batch, n_heads, query_pos, key_pos]
-                    if causal:
-                        scores = scores.masked_fill(torch.ones(n_q, n_q, dtype=torch.bool, device=h.device).triu(1), float("-inf"))
-                    elif mask is not None:
-                        scores = scores.masked_fill(~mask, float("-inf"))
+                    scores = q @ k.transpose(-1, -2) / self.d_head**0.5 + _causal_bias(n_q, offset, h.device)  # [batch, n_heads, query_pos, key_pos]
                     z = point(p + "attn.hook_pattern", scores.softmax(-1)) @ v
-                elif mask is not None:  # for tiny heads, plain matrix products beat the fused kernel's masked path
-                    scores = (q @ k.transpose(-1, -2)).mul_(self.d_head**-0.5).masked_fill_(~mask, float("-inf"))
-                    z = scores.softmax(-1) @ v  # [batch, n_heads, query_pos, d_head]
-                else:
-                    z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [batch, n_heads, query_pos, d_head]
+                elif n_q == 1:  # the last position sees every key
+                    z = F.scaled_dot_product_attention(q, k, v)  # [batch, n_heads, 1, d_head]
+                else:  # for tiny heads, plain products normalised after the values beat softmax and the fused kernel
+                    scores = (q @ k.transpose(-1, -2)) * self.d_head**-0.5 + _causal_bias(n_q, offset, h.device)
+                    weights = (scores - scores.amax(-1, keepdim=True)).exp()  # [batch, n_heads, query_pos, key_pos]
+                    z = (weights @ v) / weights.sum(-1, keepdim=True)  # [batch, n_heads, query_pos, d_head]
                 z = z.transpose(1, 2)  # [batch, query_pos, n_heads, d_head]
                 if hooked:
                     h = h + point(p + "hook_attn_out", self.attn_output(i, point(p + "attn.hook_z", z)))

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from .decoding import greedy_decode, guess_relation
+from .decoding import greedy_decode
 from .relations import Relation
 from .tasks import Task
 
@@ -17,16 +17,10 @@ CHUNK = 2000
 def answers_frame(model, task: Task, a, b, on_progress: Optional[Callable[[float], None]] = None) -> pd.DataFrame:
     """The model's greedy answers (hooks honoured) on pairs (a, b): columns a, b, answer, truth, digit_0.. (one row per pair).
 
-    ``on_progress(fraction)`` is called after each chunk of 2,000 pairs.
+    One ``greedy_decode`` over all pairs, in batches of 2,000; ``on_progress(fraction)`` is called after each.
     """
     a, b = task.check_operands(a, b)
-    guess = guess_relation(model, task, a, b)  # once for all pairs, not once per chunk
-    tokens = np.empty((a.size, task.answer_len), dtype=np.int64)
-    for start in range(0, a.size, CHUNK):
-        sl = slice(start, start + CHUNK)
-        tokens[sl] = greedy_decode(model, task, a[sl], b[sl], guess=guess)
-        if on_progress is not None:
-            on_progress(min(1.0, (start + CHUNK) / a.size))
+    tokens = greedy_decode(model, task, a, b, batch_size=CHUNK, on_progress=on_progress)
     frame = pd.DataFrame({"a": a, "b": b, "answer": task.decode_answer(tokens), "truth": task.truth(a, b)})
     for j in range(task.answer_len):
         frame[f"digit_{j}"] = tokens[:, j]

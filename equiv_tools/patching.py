@@ -95,23 +95,31 @@ def _sweep_bridge(model, corrupted, clean, metric, kind, by) -> list:
 def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
     """The same sweep on the lean forward: values [layer][index].
 
-    Only what a patch can change is computed again. Each patched run starts at its layer (lower
-    layers cannot change) and, when one position is patched, at that position (earlier positions
-    cannot change under the causal mask: their keys, values and logits are the corrupted run's).
-    A sequence whose clean and corrupted activations are equal at the patched index is the corrupted
-    run, so it is not run again. A metric with a ``last_position`` attribute (the kit's own) reads
-    logits up to that position only; later positions keep the corrupted run's logits, and patches there
-    (which cannot reach it under the causal mask) are not run. The remaining sequences of one position are run as one batch.
+    Only what a patch can change is computed again, from the corrupted run's activations:
+    - layers below the patch, and positions before the patched one (under the causal mask their
+      keys, values and logits are the corrupted run's);
+    - a patch at one position of layer L that is not resid_pre changes layer L's output at that
+      position only (attention there read the unpatched resid_pre), so the run starts after layer L
+      with that one position recomputed;
+    - a sequence whose clean and corrupted activations are equal at the patched index is the
+      corrupted run, so it is not run again;
+    - a metric with a ``positions`` attribute (a range; the kit's own metrics) reads the logits at
+      those positions only: later positions are not run, and the last layer computes queries,
+      attention and MLP at the read positions only (``LeanModel.forward``'s ``logits_from``).
+      A patch that can change none of them keeps the corrupted run's value.
+    The remaining sequences of one position are run as one batch.
     """
     lean = LeanModel(model)
     n_layers, batch, n_pos = model.cfg.n_layers, corrupted.shape[0], corrupted.shape[1]
+    reads = getattr(metric, "positions", range(n_pos))  # the logits' positions the metric reads
     names = [hook_name(kind, layer) for layer in range(n_layers)]
-    kv = [f"blocks.{layer}.attn.hook_{x}" for layer in range(n_layers) for x in "kv"]
-    resid = [f"blocks.{layer}.hook_resid_{s}" for layer in range(n_layers) for s in ("pre", "mid")]
+    kv_names = [f"blocks.{layer}.attn.hook_{x}" for layer in range(n_layers) for x in "kv"]
+    resid = [f"blocks.{layer}.hook_resid_{s}" for layer in range(n_layers) for s in ("pre", "mid", "post")]
     _, clean_acts = lean.run_with_cache(clean, names)
-    corr_logits, corr = lean.run_with_cache(corrupted, sorted(set(names + resid + kv)))
+    corr_logits, corr = lean.run_with_cache(corrupted, sorted(set(names + resid + kv_names)))
+    kv = [tuple(corr[f"blocks.{j}.attn.hook_{x}"].transpose(1, 2).contiguous() for x in "kv") for j in range(n_layers)]  # [batch, n_heads, pos, d_head]
+    corr_value = torch.as_tensor(metric(corr_logits))
     indices = _indices(by, n_pos, model.cfg.n_heads)
-    stop = getattr(metric, "last_position", n_pos - 1) + 1  # later positions cannot reach the positions the metric reads
     if by == "layer_head":
         groups = [list(range(len(indices)))]
     else:
@@ -119,60 +127,88 @@ def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
     step = max(1, MAX_ROWS // batch)
     out = []
     for layer, name in enumerate(names):
-        values = [None] * len(indices)
+        values = [corr_value] * len(indices)  # a patch that changes nothing the metric reads
         differs = clean_acts[name] != corr[name]  # [batch, pos, ...]
         differs = differs.flatten(3).any(-1) if by != "layer_pos" else differs.flatten(2).any(-1)  # [batch, pos(, heads)]
         for group in groups:
-            first = indices[group[0]][0] if by != "layer_head" else 0  # the first position that can change
-            end = stop  # after the last position that can change what the metric reads
-            if by != "layer_head" and kind != "resid_pre" and layer == n_layers - 1:
-                end = min(stop, first + 1)  # past the last attention, a patch at one position changes that position only
+            first = indices[group[0]][0] if by != "layer_head" else 0  # the first position the patch changes
+            spreads = by == "layer_head" or kind == "resid_pre" or layer < n_layers - 1  # an attention layer follows the patch
+            last = min(reads.stop - 1, n_pos - 1 if spreads else first)  # the last position to compute
+            lo = max(first, reads.start)  # the first position whose logits are needed
+            if lo > last:
+                continue
             for at in range(0, len(group), step):
                 chunk = group[at : at + step]
-                # the sequences each patch changes: [batch] bool per index
-                masks = [differs[:, indices[i][0]] if by == "layer_pos" else differs[:, indices[i][0], indices[i][1]] if by == "layer_pos_head" else differs[:, :, indices[i][0]].any(1) for i in chunk]
-                changed = [m.nonzero()[:, 0] if first < stop else m.nonzero()[:0, 0] for m in masks]
-                src = torch.cat(changed)  # [n_changed]: each patched run's corrupted sequence
-                new = None
-                if len(src):
-                    act = corr[name][src, first:end].clone()  # [n_changed, end - first, ...]
-                    start = 0
-                    for i, rows in zip(chunk, changed):
-                        index = (indices[i][0] - first, *indices[i][1:]) if by != "layer_head" else indices[i]
-                        _set(act[start : start + len(rows)], clean_acts[name][rows, first:end], by, index)
-                        start += len(rows)
-                    cache = [
-                        tuple(corr[f"blocks.{j}.attn.hook_{x}"][src, :first].transpose(1, 2) for x in "kv") if j >= layer else None
-                        for j in range(n_layers)
-                    ]  # each [n_changed, n_heads, first, d_head]; layers below the patch are not run
-                    new = lean.forward(start=_start(lean, kind, layer, act, corr, src, first, end), cache=cache)  # [n_changed, end - first, vocab]
-                start = 0
-                for i, rows in zip(chunk, changed):
-                    logits = corr_logits
-                    if len(rows):
-                        logits = corr_logits.clone()
-                        logits[rows, first:end] = new[start : start + len(rows)]
-                        start += len(rows)
-                    values[i] = torch.as_tensor(metric(logits))
+                changes = _changes(differs, by, [indices[i] for i in chunk])  # [len(chunk), batch]
+                owner, src = changes.nonzero().unbind(1)  # [n]: each patched run's index in chunk and corrupted sequence
+                if not len(src):
+                    continue
+                act = _patched(corr[name], clean_acts[name], by, src, torch.tensor([indices[i][-1] for i in chunk])[owner], first, last)
+                cache = None
+                if first:  # each [n, n_heads, first, d_head]; layers below the patch are not run
+                    cache = [tuple(x[:, :, :first].index_select(0, src) for x in kv[j]) if j >= layer else None for j in range(n_layers)]
+                new = lean.forward(start=_start(lean, kind, by, layer, act, corr, src, first, last), cache=cache, logits_from=lo - first)
+                logits = corr_logits.repeat(len(chunk), 1, 1)  # [len(chunk) * batch, pos, vocab]: each index's patched run
+                logits[owner * batch + src, lo : last + 1] = new  # new: [n, last + 1 - lo, vocab]
+                for j, (i, count) in enumerate(zip(chunk, changes.sum(1).tolist())):
+                    if count:
+                        values[i] = torch.as_tensor(metric(logits[j * batch : (j + 1) * batch]))
         out.append(values)
     return out
 
 
-def _start(lean: LeanModel, kind: str, layer: int, act: torch.Tensor, corr: dict, src: torch.Tensor, first: int, end: int) -> tuple[str, torch.Tensor]:
-    """Where a patched run begins: the residual stream that the patched ``act`` [rows, end - first, ...] (positions first..end-1) implies.
+def _changes(differs: torch.Tensor, by: str, chunk: list[tuple]) -> torch.Tensor:
+    """Which sequences each patch of ``chunk`` (indices of one position, or heads) changes: bool [len(chunk), batch].
 
-    ``corr``: the corrupted run's activations [batch, pos, ...]; ``src`` [rows]: each row's corrupted sequence.
+    ``differs`` [batch, pos(, heads)]: where the clean and corrupted activations differ.
+    """
+    if by == "layer_pos":
+        return differs[:, [index[0] for index in chunk]].T
+    heads = [index[-1] for index in chunk]
+    if by == "layer_pos_head":
+        return differs[:, chunk[0][0], heads].T
+    return differs.any(1)[:, heads].T
+
+
+def _patched(corr: torch.Tensor, clean: torch.Tensor, by: str, src: torch.Tensor, heads: torch.Tensor, first: int, last: int) -> torch.Tensor:
+    """The patched activations of ``n`` runs: [n, ...] at position ``first`` (by position) or [n, last + 1 - first, n_heads, d_head] (``layer_head``).
+
+    ``corr``, ``clean``: the corrupted and clean activations [batch, pos, ...]; ``src`` [n]: each run's sequence;
+    ``heads`` [n]: each run's patched head (unused for ``layer_pos``).
+    """
+    if by == "layer_pos":
+        return clean[src, first]
+    rows = torch.arange(len(src))
+    if by == "layer_pos_head":
+        act = corr[src, first]  # [n, n_heads, d_head], a copy
+        act[rows, heads] = clean[src, first, heads]
+        return act
+    act = corr[src, first : last + 1]  # [n, pos, n_heads, d_head], a copy
+    act[rows, :, heads] = clean[src, first : last + 1, heads]
+    return act
+
+
+def _start(lean: LeanModel, kind: str, by: str, layer: int, act: torch.Tensor, corr: dict, src: torch.Tensor, first: int, last: int) -> tuple[str, torch.Tensor]:
+    """Where a patched run begins: (a hook name, the residual stream there [rows, last + 1 - first, d_model] for positions first..last).
+
+    ``act``: the patched activation, [rows, ...] at position ``first`` (by position) or [rows, pos, n_heads, d_head]
+    at positions first..last (``layer_head``). ``corr``: the corrupted run's activations [batch, pos, ...];
+    ``src`` [rows]: each row's corrupted sequence. Patched by position, every kind but resid_pre changes
+    layer ``layer``'s output at ``first`` only: the run begins at its hook_resid_post.
     """
     p = f"blocks.{layer}."
-    if kind in ("resid_pre", "resid_post"):
-        return p + f"hook_{kind}", act
-    if kind == "resid_mid":  # the bridge's hook_resid_mid feeds the MLP only: resid_post = resid_mid + mlp(patched)
-        return p + "hook_resid_post", corr[p + "hook_resid_mid"][src, first:end] + lean.mlp_output(layer, act)
-    if kind == "mlp_out":  # resid_post = resid_mid + mlp_out
-        return p + "hook_resid_post", corr[p + "hook_resid_mid"][src, first:end] + act
-    if kind == "z":
-        act = lean.attn_output(layer, act)
-    return p + "hook_resid_mid", corr[p + "hook_resid_pre"][src, first:end] + act  # resid_mid = resid_pre + attn_out
+    if by == "layer_head":  # resid_mid = resid_pre + attn_out, at every position
+        return p + "hook_resid_mid", corr[p + "hook_resid_pre"][src, first : last + 1] + lean.attn_output(layer, act)
+    if kind == "resid_pre":
+        return p + "hook_resid_pre", torch.cat([act[:, None], corr[p + "hook_resid_pre"][src, first + 1 : last + 1]], dim=1)
+    if kind == "resid_post":
+        post = act
+    elif kind in ("resid_mid", "mlp_out"):  # the bridge's hook_resid_mid feeds the MLP only: resid_post = resid_mid + mlp(patched)
+        post = corr[p + "hook_resid_mid"][src, first] + (lean.mlp_output(layer, act) if kind == "resid_mid" else act)
+    else:  # attn_out or z: resid_mid = resid_pre + attn_out, then the MLP
+        mid = corr[p + "hook_resid_pre"][src, first] + (lean.attn_output(layer, act[:, None])[:, 0] if kind == "z" else act)
+        post = mid + lean.mlp_output(layer, mid)
+    return p + "hook_resid_post", torch.cat([post[:, None], corr[p + "hook_resid_post"][src, first + 1 : last + 1]], dim=1)
 
 
 def activation_patch(
@@ -232,7 +268,7 @@ def logit_difference(task: Task, clean_tokens: torch.Tensor, corrupted_tokens: t
         diff = at.gather(1, clean_digit[:, None].to(at.device)) - at.gather(1, corrupted_digit[:, None].to(at.device))
         return diff.mean()
 
-    metric.last_position = task.prompt_len - 1 + answer_position  # the only logits it reads
+    metric.positions = range(task.prompt_len - 1 + answer_position, task.prompt_len + answer_position)  # the only logits it reads
     return metric
 
 
@@ -258,7 +294,7 @@ def normalised_logit_difference(model, task: Task, clean_tokens, corrupted_token
     def metric(logits):
         return (raw(logits) - corrupted_value) / (clean_value - corrupted_value)
 
-    metric.last_position = raw.last_position
+    metric.positions = raw.positions
     return metric, "normalised_logit_diff"
 
 
@@ -273,6 +309,7 @@ def clean_digit_probability(task: Task, clean_tokens: torch.Tensor) -> Metric:
         probs = _answer_logits(task, logits).float().softmax(-1)
         return probs.gather(2, answers[..., None].to(probs.device))[..., 0].mean(0)
 
+    metric.positions = range(task.prompt_len - 1, task.prompt_len - 1 + task.answer_len)  # the logits it reads
     return metric
 
 

@@ -56,3 +56,21 @@ def test_decode_errors(tiny_run):
         greedy_decode(tiny_run.model, tiny_run.task, [1], [1], guess="best")
     with pytest.raises(InputError, match="batch_size"):
         greedy_decode(tiny_run.model, tiny_run.task, [1], [1], batch_size=0, guess=None)
+
+
+@pytest.mark.parametrize("guess", [None, "auto"])
+def test_progress_reaches_one_and_answers_are_unchanged(tiny_run, inputs, guess):
+    task, a, b = tiny_run.task, *inputs
+    seen = []
+    got = greedy_decode(tiny_run.model, task, a, b, batch_size=700, guess=guess, on_progress=seen.append)
+    assert np.array_equal(got, naive_greedy_decode(tiny_run.model, task, a, b))
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 1
+
+
+def test_a_map_decodes_once_with_progress(tiny_run):
+    from equiv_tools.maps import grid_answers
+
+    task, seen = tiny_run.task, []
+    frame = grid_answers(tiny_run.model, task, range(100), range(0, 100, 3), on_progress=seen.append)
+    assert np.array_equal(frame["answer"].to_numpy(), task.decode_answer(naive_greedy_decode(tiny_run.model, task, *task.grid(range(100), range(0, 100, 3)))))
+    assert seen == sorted(seen) and seen[-1] == 1.0

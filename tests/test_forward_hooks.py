@@ -142,10 +142,12 @@ def test_logits_from_gives_the_same_logits_at_those_positions(add3_nano, grokkin
         lean = LeanModel(model)
         with torch.no_grad():
             full = lean(tokens)
+            scale = 1e-6 * full.abs().max()  # float rounding: other matrix shapes, the same arithmetic
             for first in range(tokens.shape[1]):
-                assert torch.allclose(lean(tokens, logits_from=first), full[:, first:], atol=1e-5), first
+                assert (lean(tokens, logits_from=first) - full[:, first:]).abs().max() <= scale, first
+            assert (lean(tokens, last_only=True) - full[:, -1:]).abs().max() <= scale
             _, acts = lean.run_with_cache(tokens, ["blocks.0.hook_resid_post"])
             started = lean.forward(start=("blocks.0.hook_resid_post", acts["blocks.0.hook_resid_post"]), logits_from=1)
-            assert torch.allclose(started, full[:, 1:], atol=1e-5)
+            assert (started - full[:, 1:]).abs().max() <= scale
         with pytest.raises(ValueError):
             lean.forward(tokens, record={}, logits_from=1)

@@ -163,14 +163,14 @@ def test_one_digit_apart_pairs():
     assert P.one_digit_apart(task, 949, 705, place=2) == ((949, 705), (49, 705))  # the digit wraps: 9 -> 0
 
 
-def test_a_metric_that_names_its_last_position_gives_the_same_sweep(add3_nano, pairs):
-    """The kit's metrics say which logits they read, so later positions are skipped; an opaque metric gets every position."""
+def test_a_metric_that_names_its_positions_gives_the_same_sweep(add3_nano, pairs):
+    """The kit's metrics say which logits they read, so other positions are skipped; an opaque metric gets every position."""
     model, task = add3_nano.model.eval(), add3_nano.task
-    metric = _metric(task, *pairs)
-    assert metric.last_position == task.prompt_len + 1
-    opaque = lambda logits: metric(logits)  # no last_position attribute
     clean, corrupted = (t[:, :-1] for t in pairs)
-    for kind, by in [("resid_pre", "layer_pos"), ("z", "layer_pos_head"), ("mlp_out", "layer_pos"), ("resid_mid", "layer_pos")]:
-        fast = P.activation_patch(model, corrupted, clean, metric, kind, by)
-        full = P.activation_patch(model, corrupted, clean, opaque, kind, by)
-        assert (fast - full).abs().max() <= 1e-5, kind
+    for metric in (_metric(task, *pairs), P.clean_digit_probability(task, pairs[0])):
+        opaque = lambda logits, metric=metric: metric(logits)  # no positions attribute
+        for kind, by in P.SWEEPS.values():
+            fast = P.activation_patch(model, corrupted, clean, metric, kind, by)
+            full = P.activation_patch(model, corrupted, clean, opaque, kind, by)
+            assert (fast - full).abs().max() <= 1e-5, kind
+    assert _metric(task, *pairs).positions == range(task.prompt_len + 1, task.prompt_len + 2)
