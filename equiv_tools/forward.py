@@ -221,9 +221,9 @@ class LeanModel:
             batch, n_new = tokens.shape
             pos0 = cache[0][0].shape[2] if cache else 0
             if hooked:
-                h = point("hook_embed", self.embed[tokens]) + point("hook_pos_embed", self.pos[pos0 : pos0 + n_new].expand(batch, -1, -1))
+                h = point("hook_embed", F.embedding(tokens, self.embed)) + point("hook_pos_embed", self.pos[pos0 : pos0 + n_new].expand(batch, -1, -1))
             else:
-                h = self.embed[tokens] + self.pos[pos0 : pos0 + n_new]
+                h = F.embedding(tokens, self.embed) + self.pos[pos0 : pos0 + n_new]
             first, stage = 0, 0
         else:
             name, h = start

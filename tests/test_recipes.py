@@ -78,3 +78,18 @@ def test_on_eval_sees_each_evaluation_as_it_happens(tmp_path):
                     on_eval=lambda rows: seen.append([(r["step"], r["split"]) for r in rows]))
     assert seen == [[(3, "train"), (3, "id_test")], [(6, "train"), (6, "id_test")]]
     assert len(metrics) == 6  # step 0 as well, which is evaluated before training starts
+
+
+def test_lean_training_is_deterministic_on_two_threads(tmp_path):
+    """The lean step's embedding gradient is accumulated deterministically (indexing's backward was not, on
+    more than one thread): the same command twice gives the same weights."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = TrainConfig(steps=6, batch_size=None, lr=1e-2, eval_every=6, checkpoint_every=6, train_forward="lean")
+        for name in ("one", "two"):
+            train(ModularTask(p=113), tmp_path / name, preset="grokking", train_cfg=cfg, progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    one, two = (load_run(tmp_path / name).model.state_dict() for name in ("one", "two"))
+    assert all(torch.equal(one[k], two[k]) for k in one)
