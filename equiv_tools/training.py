@@ -53,9 +53,10 @@ def answer_loss_and_accuracy(model, task: Task, seqs: torch.Tensor, lean: bool =
     """Cross-entropy on answer positions (mean) and teacher-forced exact match (= greedy exact match) per row.
 
     ``seqs`` [batch, seq_len] -> (scalar loss, bool [batch]). ``lean``: compute the logits with the lean
-    forward over the model's parameters (gradients reach them), at the answer positions only.
+    forward over the model's parameters (gradients reach them), at the answer positions only, where
+    ``fast_path_blocker(model)`` allows; with hooks attached, the bridge computes them (hooks honoured).
     """
-    if lean:
+    if lean and fast_path_blocker(model) is None:
         logits = LeanModel(model, differentiable=True).forward(seqs[:, :-1], logits_from=task.prompt_len - 1)
     else:
         logits = model(seqs[:, :-1])[:, task.prompt_len - 1 :]
@@ -161,8 +162,6 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 def _loop(run_dir: Path, task: Task, model, opt, cfg: TrainConfig, data: _Data, start: int, rows: list[dict], progress: bool,
           on_eval: Optional[Callable[[list[dict]], None]]):
     lean = cfg.train_forward == "lean"
-    if lean and fast_path_blocker(model):
-        raise InputError(f"train_forward='lean' cannot train this model: {fast_path_blocker(model)}; use train_forward='bridge'")
     model.train()
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"training {run_dir.name}", disable=not progress, initial=start, total=cfg.steps)
     for step in bar:

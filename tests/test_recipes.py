@@ -93,3 +93,22 @@ def test_lean_training_is_deterministic_on_two_threads(tmp_path):
         torch.set_num_threads(previous)
     one, two = (load_run(tmp_path / name).model.state_dict() for name in ("one", "two"))
     assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_lean_loss_honours_hooks():
+    """answer_loss_and_accuracy(lean=True) is the hooked bridge's loss while a hook is attached."""
+    from equiv_tools.config import model_config
+    from equiv_tools.models import build_model
+    from equiv_tools.training import answer_loss_and_accuracy
+
+    torch.manual_seed(0)
+    model = build_model(model_config(SMALL, "grokking", **TINY))
+    (a, b), _ = SMALL.id_split(0)
+    seqs = torch.from_numpy(SMALL.encode(a, b))
+    with torch.no_grad():
+        clean = float(answer_loss_and_accuracy(model, SMALL, seqs, lean=True)[0])
+        model.blocks[0].hook_attn_out.add_hook(lambda act, hook: act * 0)
+        hooked_lean = float(answer_loss_and_accuracy(model, SMALL, seqs, lean=True)[0])
+        hooked_bridge = float(answer_loss_and_accuracy(model, SMALL, seqs)[0])
+        model.reset_hooks()
+    assert hooked_lean == hooked_bridge and abs(hooked_lean - clean) > 1e-3
