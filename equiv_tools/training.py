@@ -142,16 +142,12 @@ def _save_checkpoint(run_dir: Path, model, opt, step: int, rows: list[dict], cfg
     _write_metrics(run_dir, rows)
     write_json(run_dir / "state.json", {"step": step, "checkpoint": name, "seed": cfg.seed, "rng": RNG_SCHEME})
     save_weights(model, run_dir / WEIGHTS_FILE)
-    for old in ckpt_dir.glob("step_*.optimizer.safetensors"):
+    for old in ckpt_dir.glob("step_*.optimizer.safetensors"):  # each marks a checkpoint that was the latest
         if old.name != f"{name}.optimizer.safetensors":
+            if cfg.series_dtype != "float32":  # no longer the latest: it need not resume exactly
+                weights_path = old.with_name(old.name.replace(".optimizer", ""))
+                save_tensors(weights_path, {k: w.to(getattr(torch, cfg.series_dtype)) for k, w in load_tensors(weights_path).items()})
             old.unlink()
-    if cfg.series_dtype != "float32":  # the older checkpoints: only the latest must resume exactly
-        dtype = getattr(torch, cfg.series_dtype)
-        for old in ckpt_dir.glob("step_*.safetensors"):
-            if ".optimizer." not in old.name and old.name != f"{name}.safetensors":
-                weights = load_tensors(old)
-                if any(w.dtype != dtype for w in weights.values()):
-                    save_tensors(old, {k: w.to(dtype) for k, w in weights.items()})
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
