@@ -49,13 +49,20 @@ def _slices(n: int, batch_size: int, progress: bool, desc: str, on_progress: Opt
 
 
 def _kv_decode(lean: LeanModel, prompt: torch.Tensor, answer_len: int) -> torch.Tensor:
-    """Greedy answer tokens [batch, answer_len] for prompts [batch, prompt_len], with a KV cache."""
-    cache: list = []
-    logits = lean(prompt, cache, last_only=True)
-    out = [logits[:, -1].argmax(-1)]
-    for _ in range(answer_len - 1):
-        out.append(lean(out[-1][:, None], cache)[:, -1].argmax(-1))
-    return torch.stack(out, dim=1)
+    """Greedy answer tokens [batch, answer_len] for prompts [batch, prompt_len], with a KV cache.
+
+    The prompt's shared prefix (if any) runs once per distinct prefix, the rest in row blocks.
+    """
+    prefix_len, shared = lean.shared_prefix(prompt, prompt.shape[1] - 1)
+    suffix, out = prompt[:, prefix_len:], []
+    for rows in lean.row_blocks(suffix.shape[0], suffix.shape[1] + answer_len - 1):
+        cache = lean.rows_of(shared, rows) or []
+        logits = lean(suffix[rows], cache, last_only=True)
+        block = [logits[:, -1].argmax(-1)]
+        for _ in range(answer_len - 1):
+            block.append(lean(block[-1][:, None], cache)[:, -1].argmax(-1))
+        out.append(torch.stack(block, dim=1))
+    return torch.cat(out)
 
 
 def _teacher_forced_logits(forward, task: Task, prompt: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,8 @@ def test_fast_path_gives_the_bridge_probabilities(tiny_run):
     np.testing.assert_allclose(probs, expected_probs, rtol=0, atol=5e-5)  # the lean forward's logits: the bridge's to ~1e-5
     assert probs.min() >= 1 / task.d_vocab and probs.max() <= 1  # the greedy token is the most probable one
     assert probs.min() < 0.9  # the tiny model is unsure somewhere: the values are not all ~1
-    assert np.array_equal(answer_probabilities(tiny_run.model, task, a, b, batch_size=7)[1], probs)
+    # other chunks: the same arithmetic, rounded differently where rows share a prefix (LeanModel.shared_prefix)
+    np.testing.assert_allclose(answer_probabilities(tiny_run.model, task, a, b, batch_size=7)[1], probs, rtol=0, atol=1e-5)
 
 
 def test_hooks_are_honoured(add3_nano):

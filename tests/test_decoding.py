@@ -1,4 +1,6 @@
 """Decoding: the fast paths give the naive loop's answers; teacher-forced scoring agrees with greedy decoding."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,40 @@ def test_fast_paths_equal_naive(tiny_run, inputs, guess):
 def test_chunking_does_not_change_answers(tiny_run, inputs):
     task, a, b = tiny_run.task, *inputs
     assert np.array_equal(greedy_decode(tiny_run.model, task, a, b, batch_size=7), greedy_decode(tiny_run.model, task, a, b, batch_size=10_000))
+
+
+def test_row_blocks_do_not_change_answers(tiny_run, inputs, monkeypatch):
+    import equiv_tools.forward as forward
+
+    task, a, b = tiny_run.task, *inputs
+    tokens = torch.from_numpy(task.encode(a, b, task.truth(a, b)))[:, :-1]
+    lean64 = LeanModel(copy.deepcopy(tiny_run.model).double())  # float64: equal to 1e-12 where the arithmetic is the same
+    with torch.no_grad():
+        whole = lean64.forward(tokens)
+        monkeypatch.setattr(forward, "BLOCK_TOKENS", 50)  # blocks of 8 rows, the last one partial
+        assert len(lean64.row_blocks(*tokens.shape)) == -(-len(tokens) // 8) > 400
+        assert torch.allclose(lean64(tokens), whole, rtol=0, atol=1e-12)
+    for guess in (None, task.truth(a, b)):  # KV-cached decoding, and verification
+        assert np.array_equal(greedy_decode(tiny_run.model, task, a, b, guess=guess), naive_greedy_decode(tiny_run.model, task, a, b))
+
+
+def test_shared_prefixes_run_once_and_change_no_logits(tiny_run, inputs):
+    task, a, b = tiny_run.task, *inputs
+    tokens = torch.from_numpy(task.encode(a, b, task.truth(a, b)))[:, :-1]
+    lean, first_needed = LeanModel(tiny_run.model), task.prompt_len - 1
+    # brute force: the prefix length that saves the most token-positions, counting distinct prefixes directly
+    savings = [0] + [length * (len(tokens) - len(torch.unique(tokens[:, :length], dim=0))) for length in range(1, first_needed + 1)]
+    prefix_len, shared = lean.shared_prefix(tokens, first_needed)
+    assert prefix_len == int(np.argmax(savings)) > 0 and savings[prefix_len] > 0.05 * tokens.numel()
+    with torch.no_grad():
+        _, keys = lean.run_with_cache(tokens, [f"blocks.{i}.attn.hook_k" for i in range(lean.n_layers)])
+        for i, (k, v) in enumerate(shared):  # [batch, n_heads, prefix_len, d_head]
+            assert torch.allclose(k, keys[f"blocks.{i}.attn.hook_k"][:, :prefix_len].transpose(1, 2), atol=1e-5)
+        assert torch.allclose(lean(tokens, logits_from=first_needed), tiny_run.model(tokens)[:, first_needed:], atol=1e-5)
+        # the same arithmetic as one whole forward: in float64, equal to 1e-12 (float32 rounding differs by batch shape)
+        lean64 = LeanModel(copy.deepcopy(tiny_run.model).double())
+        assert torch.allclose(lean64(tokens, logits_from=first_needed), lean64.forward(tokens)[:, first_needed:], rtol=0, atol=1e-12)
+    assert lean.shared_prefix(tokens[:1], first_needed) == (0, None)  # one row: nothing to share
 
 
 def test_teacher_forced_scoring_agrees_with_the_bridge(tiny_run, inputs):
