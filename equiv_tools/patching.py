@@ -20,6 +20,7 @@ columns kind, layer, position, head, answer_position, measure, value (-1 in posi
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from functools import partial
 from typing import Callable, Optional, Sequence
 
@@ -340,6 +341,17 @@ def patching_frame(values: torch.Tensor, kind: str, by: str, measure: str) -> pd
     return pd.DataFrame(rows, columns=["kind", "layer", "position", "head", "answer_position", "measure", "value"])
 
 
+@contextmanager
+def eval_mode(model):
+    """Run ``model`` in eval mode (TransformerLens's patching requires it), then put back the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 SWEEPS = {  # name shown to users -> (kind, by)
     "resid_pre": ("resid_pre", "layer_pos"),
     "resid_mid": ("resid_mid", "layer_pos"),
@@ -365,32 +377,33 @@ def patch_pair(
     ``metric``: ``"logit_diff"`` (normalised at ``answer_position``, default: the first position
     where the two greedy answers differ; the raw difference where they do not) or ``"probability"``
     (the clean digit's probability at every answer position). Operands may be ints or arrays.
+    Runs in eval mode and leaves ``model`` in the mode it found it in.
     """
-    model.eval()
-    clean_tokens = answered_tokens(model, task, *clean)  # [n, seq_len]
-    corrupted_tokens = answered_tokens(model, task, *corrupted)
-    if clean_tokens.shape != corrupted_tokens.shape:
-        raise InputError("clean and corrupted inputs must be as many")
-    if metric == "probability":
-        fn, measure = clean_digit_probability(task, clean_tokens), "clean_digit_probability"
-    elif metric == "logit_diff":
-        if answer_position is None:
-            answers = slice(task.prompt_len, task.prompt_len + task.answer_len)
-            differ = (clean_tokens[:, answers] != corrupted_tokens[:, answers]).any(0).nonzero()
-            answer_position = int(differ[0]) if len(differ) else 0
-        fn, measure = normalised_logit_difference(model, task, clean_tokens, corrupted_tokens, answer_position)
-    else:
-        raise InputError(f"metric must be 'logit_diff' or 'probability', got {metric!r}")
-    frames = []
-    for name in sweeps:
-        if name not in SWEEPS:
-            raise InputError(f"unknown sweep {name!r}; choose from {list(SWEEPS)}")
-        kind, by = SWEEPS[name]
-        frame = patching_frame(activation_patch(model, corrupted_tokens[:, :-1], clean_tokens[:, :-1], fn, kind, by), kind, by, measure)
-        if metric == "logit_diff":
-            frame["answer_position"] = answer_position
-        frames.append(frame.assign(kind=name))
-    return pd.concat(frames, ignore_index=True)
+    with eval_mode(model):
+        clean_tokens = answered_tokens(model, task, *clean)  # [n, seq_len]
+        corrupted_tokens = answered_tokens(model, task, *corrupted)
+        if clean_tokens.shape != corrupted_tokens.shape:
+            raise InputError("clean and corrupted inputs must be as many")
+        if metric == "probability":
+            fn, measure = clean_digit_probability(task, clean_tokens), "clean_digit_probability"
+        elif metric == "logit_diff":
+            if answer_position is None:
+                answers = slice(task.prompt_len, task.prompt_len + task.answer_len)
+                differ = (clean_tokens[:, answers] != corrupted_tokens[:, answers]).any(0).nonzero()
+                answer_position = int(differ[0]) if len(differ) else 0
+            fn, measure = normalised_logit_difference(model, task, clean_tokens, corrupted_tokens, answer_position)
+        else:
+            raise InputError(f"metric must be 'logit_diff' or 'probability', got {metric!r}")
+        frames = []
+        for name in sweeps:
+            if name not in SWEEPS:
+                raise InputError(f"unknown sweep {name!r}; choose from {list(SWEEPS)}")
+            kind, by = SWEEPS[name]
+            frame = patching_frame(activation_patch(model, corrupted_tokens[:, :-1], clean_tokens[:, :-1], fn, kind, by), kind, by, measure)
+            if metric == "logit_diff":
+                frame["answer_position"] = answer_position
+            frames.append(frame.assign(kind=name))
+        return pd.concat(frames, ignore_index=True)
 
 
 def one_digit_apart(task: Task, a: int, b: int, place: int, operand: str = "a", step: int = 1) -> tuple[tuple, tuple]:
@@ -415,13 +428,14 @@ def activation_difference(model, task: Task, a, b, rep_a, rep_b, kinds: Sequence
     For every kind, layer and position: mean over pairs of ||act(a, b) - act(rep_a, rep_b)|| divided by the
     typical norm there (the mean ||act|| over ``n_typical`` ID inputs). Both runs are teacher-forced on their
     own greedy answers. Activations come from the bridge's ``run_with_cache``, so the user's hooks apply.
+    Runs in eval mode and leaves ``model`` in the mode it found it in.
     A tidy frame: kind, layer, position, head (-1), answer_position (-1), measure, value.
     """
-    model.eval()
-    x, r, typical = (answered_tokens(model, task, *ab)[:, :-1] for ab in ((a, b), (rep_a, rep_b), task.sample_id(n_typical, seed=seed)))
     names = [hook_name(kind, layer) for kind in kinds for layer in range(model.cfg.n_layers)]
     device = next(model.parameters()).device
-    acts = [model.run_with_cache(t.to(device), names_filter=lambda name: name in names)[1] for t in (x, r, typical)]
+    with eval_mode(model):
+        x, r, typical = (answered_tokens(model, task, *ab)[:, :-1] for ab in ((a, b), (rep_a, rep_b), task.sample_id(n_typical, seed=seed)))
+        acts = [model.run_with_cache(t.to(device), names_filter=lambda name: name in names)[1] for t in (x, r, typical)]
     rows = []
     for kind in kinds:
         for layer in range(model.cfg.n_layers):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformer_lens import patching as tl_patching
 
+from equiv_tools import InputError
 from equiv_tools import patching as P
 from equiv_tools.forward import LeanModel, fast_path_blocker
 
@@ -174,3 +175,21 @@ def test_a_metric_that_names_its_positions_gives_the_same_sweep(add3_nano, pairs
             full = P.activation_patch(model, corrupted, clean, opaque, kind, by)
             assert (fast - full).abs().max() <= 1e-5, kind
     assert _metric(task, *pairs).positions == range(task.prompt_len + 1, task.prompt_len + 2)
+
+
+def test_patching_leaves_the_model_in_the_mode_it_found(add3_nano):
+    model, task = add3_nano.model.eval(), add3_nano.task
+    expected = P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre"])
+    expected_difference = P.activation_difference(model, task, 1349, 2705, 349, 705, n_typical=16)
+    model.train()
+    try:
+        assert P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre"]).equals(expected)  # computed in eval mode
+        assert model.training
+        assert P.activation_difference(model, task, 1349, 2705, 349, 705, n_typical=16).equals(expected_difference)
+        assert model.training
+        with pytest.raises(InputError, match="unknown sweep"):
+            P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["no such sweep"])
+        assert model.training  # also after an error
+    finally:
+        model.eval()
+    assert not model.training
