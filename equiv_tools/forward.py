@@ -187,15 +187,19 @@ class LeanModel:
         """
         if cache is not None:
             return self.forward(tokens, cache=cache, last_only=last_only, logits_from=logits_from)
+        if not 0 <= logits_from < tokens.shape[1]:
+            raise ValueError(f"logits_from must lie in [0, {tokens.shape[1]}), got {logits_from}")
         prefix_len, shared = self.shared_prefix(tokens, tokens.shape[1] - 1 if last_only else logits_from)
         suffix, outs = tokens[:, prefix_len:], []
         for rows in self.row_blocks(*suffix.shape):
-            outs.append(self.forward(suffix[rows], cache=self.rows_of(shared, rows), last_only=last_only, logits_from=logits_from - prefix_len if not last_only else 0))
+            outs.append(self.forward(suffix[rows], cache=self.rows_of(shared, rows), last_only=last_only, logits_from=0 if last_only else logits_from - prefix_len))
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
-    def shared_prefix(self, tokens: torch.Tensor, max_len: int) -> tuple[int, Optional[list]]:
-        """(P, every layer's keys and values [batch, n_heads, P, d_head] for ``tokens[:, :P]``), computed
-        once per distinct prefix; (0, None) where no P <= ``max_len`` saves enough, or off the CPU.
+    def shared_prefix(self, tokens: torch.Tensor, max_len: int) -> tuple[int, Optional[tuple[list, torch.Tensor]]]:
+        """(P, (every layer's keys and values [n_distinct, n_heads, P, d_head] for each distinct ``tokens[:, :P]``,
+        each row's index into them [batch])): positions < P computed once per distinct prefix.
+        (0, None) where no P <= ``max_len`` saves enough, off the CPU, or for tokens outside the vocabulary
+        (the forward then raises as the bridge does).
 
         P maximises P x (rows - distinct prefixes of length P), the token-positions saved.
         """
@@ -203,6 +207,8 @@ class LeanModel:
         if self.device.type != "cpu" or batch < 2 or max_len < 1:
             return 0, None
         columns, ids = tokens.numpy(), np.zeros(batch, dtype=np.int64)
+        if columns.min() < 0 or columns.max() >= self.d_vocab:
+            return 0, None
         best_saving, best = 0, (0, None, None)
         for length in range(1, min(max_len, n_pos - 1) + 1):
             _, first, ids = np.unique(ids * self.d_vocab + columns[:, length - 1], return_index=True, return_inverse=True)
@@ -216,18 +222,22 @@ class LeanModel:
             return 0, None
         cache: list = []
         self.forward(tokens[torch.from_numpy(first), :length], cache=cache, last_only=True)
-        rows = torch.from_numpy(ids)
-        return length, [(k[rows], v[rows]) for k, v in cache]
+        return length, (cache, torch.from_numpy(ids))
 
     @staticmethod
-    def rows_of(cache: Optional[list], rows: slice) -> Optional[list]:
-        """A new cache list holding ``rows`` of ``cache`` (None stays None)."""
-        return None if cache is None else [(k[rows], v[rows]) for k, v in cache]
+    def rows_of(shared: Optional[tuple[list, torch.Tensor]], rows: slice) -> Optional[list]:
+        """A new cache list (every layer's keys and values [len(rows), n_heads, P, d_head]) for ``rows``, from
+        ``shared_prefix``'s result; None stays None."""
+        if shared is None:
+            return None
+        cache, prefix_of = shared
+        index = prefix_of[rows]
+        return [(k[index], v[index]) for k, v in cache]
 
     def row_blocks(self, batch: int, positions: int) -> list[slice]:
         """Slices of ``range(batch)`` holding about ``BLOCK_TOKENS`` tokens each (sequences of ``positions`` tokens) on
         the CPU; one slice elsewhere."""
-        rows = max(1, BLOCK_TOKENS // positions) if self.device.type == "cpu" else max(batch, 1)
+        rows = max(1, BLOCK_TOKENS // max(positions, 1)) if self.device.type == "cpu" else max(batch, 1)
         return [slice(start, start + rows) for start in range(0, max(batch, 1), rows)]
 
     def run_with_cache(self, tokens: torch.Tensor, names=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -281,6 +291,8 @@ class LeanModel:
         if start is None:
             batch, n_new = tokens.shape
             pos0 = cache[0][0].shape[2] if cache else 0
+            if pos0 + n_new > self.pos.shape[0]:
+                raise ValueError(f"input length {pos0 + n_new} exceeds n_ctx={self.pos.shape[0]}")
             if hooked:
                 h = point("hook_embed", F.embedding(tokens, self.embed)) + point("hook_pos_embed", self.pos[pos0 : pos0 + n_new].expand(batch, -1, -1))
             else:

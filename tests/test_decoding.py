@@ -62,13 +62,36 @@ def test_shared_prefixes_run_once_and_change_no_logits(tiny_run, inputs):
     assert prefix_len == int(np.argmax(savings)) > 0 and savings[prefix_len] > 0.05 * tokens.numel()
     with torch.no_grad():
         _, keys = lean.run_with_cache(tokens, [f"blocks.{i}.attn.hook_k" for i in range(lean.n_layers)])
-        for i, (k, v) in enumerate(shared):  # [batch, n_heads, prefix_len, d_head]
+        assert shared[0][0][0].shape[0] == len(torch.unique(tokens[:, :prefix_len], dim=0))  # one row per distinct prefix
+        for i, (k, v) in enumerate(lean.rows_of(shared, slice(None))):  # [batch, n_heads, prefix_len, d_head]
             assert torch.allclose(k, keys[f"blocks.{i}.attn.hook_k"][:, :prefix_len].transpose(1, 2), atol=1e-5)
         assert torch.allclose(lean(tokens, logits_from=first_needed), tiny_run.model(tokens)[:, first_needed:], atol=1e-5)
         # the same arithmetic as one whole forward: in float64, equal to 1e-12 (float32 rounding differs by batch shape)
         lean64 = LeanModel(copy.deepcopy(tiny_run.model).double())
         assert torch.allclose(lean64(tokens, logits_from=first_needed), lean64.forward(tokens)[:, first_needed:], rtol=0, atol=1e-12)
     assert lean.shared_prefix(tokens[:1], first_needed) == (0, None)  # one row: nothing to share
+
+
+def test_lean_forward_refuses_what_the_bridge_refuses(add3_nano):
+    task, lean = add3_nano.task, LeanModel(add3_nano.model)
+    a, b = task.sample_ood(20, digits=4, seed=0)
+    tokens = torch.from_numpy(task.encode(a, b, task.truth(a, b)))  # [20, 16]: one more than n_ctx
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="exceeds n_ctx=15"):
+            add3_nano.model(tokens)
+        with pytest.raises(ValueError, match="exceeds n_ctx=15"):
+            lean(tokens, logits_from=9)  # via a shared prefix and its cache
+        cache: list = []
+        lean(tokens[:, :14], cache, last_only=True)
+        with pytest.raises(ValueError, match="input length 16 exceeds n_ctx=15"):  # a cache continued past n_ctx
+            lean(tokens[:, 14:16], cache)
+        with pytest.raises(ValueError, match=r"logits_from must lie in \[0, 15\), got 100"):
+            lean(tokens[:, :-1], last_only=True, logits_from=100)
+        bad = tokens[:, :-1].clone()
+        bad[-1, 2] = 10  # outside the vocabulary, in a prefix the other rows share
+        for forward in (add3_nano.model, lean.forward, lambda t: lean(t, logits_from=9)):
+            with pytest.raises(IndexError):
+                forward(bad)
 
 
 def test_teacher_forced_scoring_agrees_with_the_bridge(tiny_run, inputs):
