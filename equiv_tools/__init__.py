@@ -12,7 +12,7 @@ from .relations import Relation
 from .tasks import AdditionTask, ModularDigitTask, ModularTask, MultiplicationTask, make_task
 
 _LAZY = {
-    "build_model": "models", "load_run": "models", "import_mingpt": "models", "Run": "models",
+    "build_model": "models", "load_run": "models", "import_mingpt": "imports", "Run": "models",
     "import_grokking": "imports", "load_grokking": "imports",
     "fourier_summary": "fourier", "progress_series": "fourier", "spectrum_series": "fourier",
     "grokked_step": "grokking", "grokking_phases": "grokking",

@@ -443,7 +443,7 @@ def _cmd_import(args, argv) -> int:
     if not args.src.is_file():
         raise InputError(f"{args.src} does not exist")
     _device(args)  # checked like everywhere; import_mingpt only converts weights to a file, so it stays on the CPU
-    from .models import import_mingpt
+    from .imports import import_mingpt
 
     run = import_mingpt(args.src, args.out_dir, task, n_heads=args.n_heads, command=["equiv-tools", *argv])
     print(f"imported {args.src} into {run.path}")

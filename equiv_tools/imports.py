@@ -1,7 +1,9 @@
-"""Foreign grokking checkpoints: Nanda et al.'s (2023) modular-addition models as kit runs.
+"""Foreign checkpoints as kit runs: the paper's minGPT adders, and Nanda et al.'s (2023) grokking models.
 
-The format (one layer, 4 heads of width 32, d_model 128, d_mlp 512, ReLU, no
-LayerNorm, learned positions for the 3 tokens ``a b =``, causal attention
+minGPT (``load_mingpt``, ``import_mingpt``): see ``mingpt_to_bridge`` for the mapping.
+
+Nanda et al.'s grokking format (``load_grokking``, ``import_grokking``; one layer, 4 heads of
+width 32, d_model 128, d_mlp 512, ReLU, no LayerNorm, learned positions for the 3 tokens ``a b =``, causal attention
 scaled by 1/sqrt(d_head), no attention biases, no unembedding bias) is the
 kit's ``grokking`` preset exactly, so the imported run's model config is that
 preset's, sized by the task (d_vocab = d_vocab_out = p + 1). Only the weights'
@@ -20,7 +22,7 @@ unembed.W_U                     [d_model, vocab_out]   unembed.weight [vocab_out
 =============================  =====================  ==================================
 
 The bridge's attention biases (q, k, v, o) and unembedding bias, which the
-format lacks, are set to zero. minGPT's importer lives in ``models``.
+format lacks, are set to zero.
 """
 from __future__ import annotations
 
@@ -31,10 +33,11 @@ from typing import Optional
 import torch
 
 from .config import RunConfig, model_config
+from .devices import resolve_device
 from .errors import InputError
-from .models import Run, build_model, check_weights, provenance, write_run
+from .models import Run, build_model, check_task_fits_model, check_weights, provenance, write_run
 from .storage import load_tensors, read_json
-from .tasks import ModularTask
+from .tasks import ModularTask, Task
 
 GROKKING_FORMAT = "nanda-grokking"
 GROKKING_KEYS = (
@@ -130,4 +133,103 @@ def load_grokking(src, config: Optional[str] = None, command: Optional[list[str]
 def import_grokking(src, out_dir, config: Optional[str] = None, command: Optional[list[str]] = None) -> Run:
     """Import Nanda et al.'s grokked model as a run directory ``out_dir`` (config.json + model.safetensors)."""
     run = load_grokking(src, config, command)
+    return write_run(out_dir, run.config, run.model)
+
+
+def _read_mingpt(src: Path) -> dict[str, torch.Tensor]:
+    if not src.is_file():
+        raise InputError(f"{src} does not exist")
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign bytes; all mean "not a checkpoint"
+        raise InputError(
+            f"{src} is not a minGPT checkpoint: torch.load(weights_only=True) could not read it ({type(exc).__name__}); "
+            "it is not a PyTorch file, or it holds objects other than tensors, which the kit never unpickles"
+        ) from None
+    if not isinstance(state, dict) or "transformer.wte.weight" not in state or "lm_head.weight" not in state:
+        raise InputError(f"{src} is not a minGPT checkpoint: it lacks transformer.wte.weight and lm_head.weight")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{src} is not a minGPT checkpoint: it holds values that are not tensors")
+    return state
+
+
+MINGPT_MASK_BUFFER = ".attn.bias"  # transformer.h.{i}.attn.bias: minGPT's causal mask, not a weight
+
+
+def mingpt_to_bridge(state: dict[str, torch.Tensor], n_heads: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Map a minGPT state dict onto (model config fields, bridge state dict).
+
+    minGPT: pre-LN blocks, ``c_attn`` [3*d_model, d_model] = q, k, v stacked (nn.Linear, out x in),
+    tanh GELU, learned positions, final LayerNorm, ``lm_head`` without bias. A source key that the
+    mapping does not use (other than the causal-mask buffers) is refused: it would be silently dropped.
+    """
+    d_vocab, d_model = state["transformer.wte.weight"].shape
+    n_ctx = state["transformer.wpe.weight"].shape[0]
+    n_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.h.")})
+    if d_model % n_heads:
+        raise InputError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+    d_mlp = state["transformer.h.0.mlp.c_fc.weight"].shape[0]
+    cfg = dict(
+        n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_model // n_heads, d_mlp=d_mlp,
+        act_fn="gelu_new", normalization_type="LN", eps=1e-5, seed=0,
+        n_ctx=n_ctx, d_vocab=d_vocab, d_vocab_out=state["lm_head.weight"].shape[0],
+    )
+    out = {
+        "embed.weight": state["transformer.wte.weight"],
+        "pos_embed.weight": state["transformer.wpe.weight"],
+        "ln_final.weight": state["transformer.ln_f.weight"],
+        "ln_final.bias": state["transformer.ln_f.bias"],
+        "unembed.weight": state["lm_head.weight"],
+        "unembed.bias": torch.zeros(state["lm_head.weight"].shape[0]),
+    }
+    for i in range(n_layers):
+        src, dst = f"transformer.h.{i}.", f"blocks.{i}."
+        for part in ("weight", "bias"):
+            q, k, v = state[src + f"attn.c_attn.{part}"].chunk(3, dim=0)
+            out.update({dst + f"attn.q.{part}": q, dst + f"attn.k.{part}": k, dst + f"attn.v.{part}": v})
+            out[dst + f"attn.o.{part}"] = state[src + f"attn.c_proj.{part}"]
+            out[dst + f"ln1.{part}"] = state[src + f"ln_1.{part}"]
+            out[dst + f"ln2.{part}"] = state[src + f"ln_2.{part}"]
+            out[dst + f"mlp.in.{part}"] = state[src + f"mlp.c_fc.{part}"]
+            out[dst + f"mlp.out.{part}"] = state[src + f"mlp.c_proj.{part}"]
+    used = {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight"}
+    used |= {f"transformer.h.{i}.{part}" for i in range(n_layers) for part in _MINGPT_BLOCK_KEYS}
+    unused = sorted(k for k in state if k not in used and not (k.startswith("transformer.h.") and k.endswith(MINGPT_MASK_BUFFER)))
+    if unused:
+        raise InputError(f"it holds weights the minGPT mapping does not use: {unused[:6]}; it is not the minGPT layout the kit imports")
+    return cfg, {k: v.float().contiguous() for k, v in out.items()}
+
+
+_MINGPT_BLOCK_KEYS = tuple(
+    f"{module}.{part}" for module in ("attn.c_attn", "attn.c_proj", "ln_1", "ln_2", "mlp.c_fc", "mlp.c_proj") for part in ("weight", "bias")
+)
+
+
+def load_mingpt(src, task: Task, n_heads: int = 3, command: Optional[list[str]] = None, device: str = "cpu") -> Run:
+    """Load a minGPT checkpoint (e.g. the paper's ``model_s2.pt``) in memory as a Run for ``task``, on ``device``.
+
+    The file is read with ``torch.load(..., map_location="cpu", weights_only=True)``; nothing else is unpickled.
+    ``n_heads`` cannot be read from the weights' shapes: minGPT's gpt-nano has 3.
+    """
+    src = Path(src)
+    state = _read_mingpt(src)
+    try:
+        cfg, weights = mingpt_to_bridge(state, n_heads)
+    except KeyError as exc:
+        raise InputError(f"{src} is not a complete minGPT checkpoint: it lacks {exc}") from None
+    except InputError as exc:
+        raise InputError(f"{src}: {exc}") from None
+    check_task_fits_model(task, cfg, str(src))
+    model = build_model(cfg, device=resolve_device(device))
+    check_weights(model, weights, str(src))
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    prov = provenance(command, imported_from=src.name, sha256=sha, format="minGPT")
+    return Run(src, RunConfig(task, cfg, None, prov), model)
+
+
+def import_mingpt(src, out_dir, task: Task, n_heads: int = 3, command: Optional[list[str]] = None) -> Run:
+    """Import a minGPT checkpoint as a run directory ``out_dir`` (config.json + model.safetensors)."""
+    run = load_mingpt(src, task, n_heads, command)
     return write_run(out_dir, run.config, run.model)

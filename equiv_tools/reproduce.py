@@ -18,7 +18,8 @@ from .decoding import predict
 from .discovery import discover_relations
 from .errors import InputError
 from .evaluation import id_test_pairs
-from .models import Run, load_mingpt, load_run
+from .imports import load_mingpt
+from .models import Run, load_run
 from .paths import shipped_data_dir, shipped_runs
 from .tasks import AdditionTask
 

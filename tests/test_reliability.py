@@ -167,7 +167,7 @@ def test_resume_of_a_partial_run(run_copy):
 
 def test_pickled_code_is_never_run(tmp_path):
     """A minGPT file with a pickled callable is refused by weights_only loading, and the callable never runs."""
-    from equiv_tools.models import load_mingpt
+    from equiv_tools.imports import load_mingpt
     from equiv_tools.tasks import AdditionTask
 
     marker = tmp_path / "pwned"
@@ -288,7 +288,7 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 # --- imports and splits say what they did -----------------------------------------------------------
 
 def test_mingpt_import_refuses_unused_and_missing_weights(paper_dir, tmp_path):
-    from equiv_tools.models import load_mingpt
+    from equiv_tools.imports import load_mingpt
     from equiv_tools.tasks import AdditionTask
 
     state = torch.load(paper_dir / "exploregpt-adder" / "model_s2.pt", map_location="cpu", weights_only=True)
