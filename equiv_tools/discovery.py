@@ -124,22 +124,24 @@ def _id_representatives(task: Task, relations: Sequence[Relation], a, b) -> list
 def same_answer_pairs(task: Task, rep_a, rep_b, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """For each representative, a random ID pair with the same true answer that is not the representative itself.
 
-    Drawn from all ID pairs (at most 10^6 of them, sampled beyond). Returns (a, b), each [n], -1 where there is none.
+    Drawn uniformly from the other pairs of its answer among all ID pairs (at most 10^6 of them, sampled
+    beyond). Returns (a, b), each [n], -1 where there is none.
     """
     rng = np.random.default_rng(seed)
     pool_a, pool_b = task.sample_id(min(task.id_size, 1_000_000), seed=seed, replace=False)
     pool_truth = task.truth(pool_a, pool_b)
     order = np.argsort(pool_truth, kind="stable")
     pool_a, pool_b, pool_truth = pool_a[order], pool_b[order], pool_truth[order]
+    rep_a, rep_b = np.asarray(rep_a), np.asarray(rep_b)
     target = task.truth(rep_a, rep_b)
     lo, hi = np.searchsorted(pool_truth, target, "left"), np.searchsorted(pool_truth, target, "right")
     count = hi - lo
-    offset = (rng.random(target.size) * count).astype(np.int64)  # in [0, count)
-    last = len(pool_truth) - 1
-    picked = np.minimum(lo + offset, last)
-    is_self = (count > 0) & (pool_a[picked] == rep_a) & (pool_b[picked] == rep_b)
-    offset = np.where(is_self, (offset + 1) % np.maximum(count, 1), offset)  # the next pair in its group instead
-    pick = np.minimum(lo + offset, last)
+    pick, is_self = np.minimum(lo, len(pool_truth) - 1), np.zeros(target.shape, dtype=bool)
+    undrawn = count > 0
+    while undrawn.any():  # draw again where the draw was the representative itself (and there is another pair)
+        pick[undrawn] = lo[undrawn] + (rng.random(int(undrawn.sum())) * count[undrawn]).astype(np.int64)
+        is_self = (pool_a[pick] == rep_a) & (pool_b[pick] == rep_b)
+        undrawn = is_self & (count > 1)
     found = (count > 1) | ((count == 1) & ~is_self)
     return np.where(found, pool_a[pick], -1), np.where(found, pool_b[pick], -1)
 

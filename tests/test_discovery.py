@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from equiv_tools import InputError, Relation
-from equiv_tools.discovery import class_map, discover_relations, distinct_relations
+from equiv_tools import AdditionTask, InputError, Relation
+from equiv_tools.discovery import class_map, discover_relations, distinct_relations, same_answer_pairs
 from equiv_tools.evaluation import evaluate_run
 from equiv_tools.relations import sum_of_residues
 from equiv_tools.representations import hidden_states
@@ -108,3 +108,15 @@ def test_relation_share_by_step_follows_each_checkpoint(tiny_run):
         model = load_run(tiny_run.path, weights=checkpoint_path(row.step)).model
         answers = task.decode_answer(naive_greedy_decode(model, task, a, b))
         assert row.relation_share == np.mean(answers == a % 10 + b % 10) and row.ood_accuracy == np.mean(answers == a + b)
+
+
+def test_same_answer_pairs_draw_uniformly_among_the_others():
+    task = AdditionTask(train_digits=1, width=2)
+    n = 6000
+    # answer 2: (0, 2), (1, 1), (2, 0); the representative (0, 2) must get each of the other two half the time
+    a, b = same_answer_pairs(task, np.zeros(n, dtype=np.int64), np.full(n, 2), seed=3)
+    assert set(zip(a.tolist(), b.tolist())) == {(1, 1), (2, 0)}
+    share = float(np.mean(a == 1))
+    assert abs(share - 0.5) < 0.03  # binomial sd 0.0065; drawing the "next" pair after a self-draw gave 1/3 or 2/3
+    a, b = same_answer_pairs(task, [0, 9, 1], [1, 9, 0], seed=0)  # answer 1 has one other pair; 18 has none
+    assert a.tolist() == [1, -1, 0] and b.tolist() == [0, -1, 1]
