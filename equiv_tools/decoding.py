@@ -53,11 +53,10 @@ def _kv_decode(lean: LeanModel, prompt: torch.Tensor, answer_len: int) -> torch.
 
     The prompt's shared prefix (if any) runs once per distinct prefix, the rest in row blocks.
     """
-    prefix_len, shared = lean.shared_prefix(prompt, prompt.shape[1] - 1)
-    suffix, out = prompt[:, prefix_len:], []
-    for rows in lean.row_blocks(suffix.shape[0], suffix.shape[1] + answer_len - 1):
-        cache = lean.rows_of(shared, rows) or []
-        logits = lean(suffix[rows], cache, last_only=True)
+    out = []
+    for _, block_prompt, cache in lean.pieces(prompt, prompt.shape[1] - 1, later_positions=answer_len - 1):
+        cache = cache or []
+        logits = lean(block_prompt, cache, last_only=True)
         block = [logits[:, -1].argmax(-1)]
         for _ in range(answer_len - 1):
             block.append(lean(block[-1][:, None], cache)[:, -1].argmax(-1))

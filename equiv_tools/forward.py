@@ -182,18 +182,30 @@ class LeanModel:
         the cached prefix: the first call takes the prompt, later calls the
         positions that follow (one each when decoding). ``last_only`` returns logits for the last position only;
         ``logits_from`` those from that position on ([batch, pos - logits_from, d_vocab_out]).
-        Without a cache, a batch on the CPU runs in row blocks (``row_blocks``), after the
-        prefix its rows share, if any (``shared_prefix``; only before ``logits_from``).
+        Without a cache, a batch on the CPU runs in row blocks after the prefix its rows share,
+        if any (``pieces``; the prefix ends before ``logits_from``).
         """
         if cache is not None:
             return self.forward(tokens, cache=cache, last_only=last_only, logits_from=logits_from)
         if not 0 <= logits_from < tokens.shape[1]:
             raise ValueError(f"logits_from must lie in [0, {tokens.shape[1]}), got {logits_from}")
-        prefix_len, shared = self.shared_prefix(tokens, tokens.shape[1] - 1 if last_only else logits_from)
-        suffix, outs = tokens[:, prefix_len:], []
-        for rows in self.row_blocks(*suffix.shape):
-            outs.append(self.forward(suffix[rows], cache=self.rows_of(shared, rows), last_only=last_only, logits_from=0 if last_only else logits_from - prefix_len))
+        outs = [
+            self.forward(block, cache=block_cache, last_only=last_only, logits_from=0 if last_only else logits_from - prefix_len)
+            for prefix_len, block, block_cache in self.pieces(tokens, tokens.shape[1] - 1 if last_only else logits_from)
+        ]
         return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def pieces(self, tokens: torch.Tensor, max_prefix: int, later_positions: int = 0):
+        """How the CPU forward runs ``tokens`` [batch, pos]: yields (P, a row block's tokens from position P on,
+        its cache of positions < P or None), after the shared prefix (``shared_prefix``, P <= ``max_prefix``).
+
+        ``later_positions``: positions a caller will add to each block's cache (decoding); blocks are sized
+        for pos - P + later_positions tokens per row.
+        """
+        prefix_len, shared = self.shared_prefix(tokens, max_prefix)
+        suffix = tokens[:, prefix_len:]
+        for rows in self.row_blocks(suffix.shape[0], suffix.shape[1] + later_positions):
+            yield prefix_len, suffix[rows], self.rows_of(shared, rows)
 
     def shared_prefix(self, tokens: torch.Tensor, max_len: int) -> tuple[int, Optional[tuple[list, torch.Tensor]]]:
         """(P, (every layer's keys and values [n_distinct, n_heads, P, d_head] for each distinct ``tokens[:, :P]``,
