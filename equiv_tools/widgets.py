@@ -125,13 +125,21 @@ class ModelChooser(W.VBox):
     def label(self) -> Optional[str]:
         return self.dropdown.value
 
-    def current(self) -> tuple[Run, object]:
-        """(the selected run, its best relation on OOD inputs). The run loads once; the relation is
-        recomputed whenever the model's weights or hooks have changed since (see ``model_state``)."""
+    def run(self) -> Run:
+        """The selected run, loaded once (``current`` adds its best relation)."""
         label = self.dropdown.value
         if label is None:
             raise InputError("no model to show: data/ holds no runs; load a run directory")
-        run, relation, state = self._runs.get(label) or (self._catalog[label](), None, None)
+        if label not in self._runs:
+            self._runs[label] = (self._catalog[label](), None, None)
+        return self._runs[label][0]
+
+    def current(self) -> tuple[Run, object]:
+        """(the selected run, its best relation on OOD inputs). The run loads once; the relation is
+        recomputed whenever the model's weights or hooks have changed since (see ``model_state``)."""
+        run = self.run()
+        label = self.dropdown.value
+        _, relation, state = self._runs[label]
         now = model_state(run.model)
         if relation is None or now is None or now != state:
             relation = best_relation(run.model, run.task)
@@ -246,7 +254,7 @@ class MapViewer(W.VBox):
         self._quiet = False
         self.models = ModelChooser(self._model_changed, catalog, model)
         try:
-            window = straddling_window(self.models.current()[0].task)
+            window = straddling_window(self.models.run().task)
         except Exception:  # no model to ask; update() below shows why
             window = (0, 99)
         (a0, a1), (b0, b1) = a_range or window, b_range or window
@@ -319,7 +327,7 @@ class MapViewer(W.VBox):
         if self._quiet:
             return
         try:
-            run, _ = self.models.current()
+            run = self.models.run()
             (a0, a1), (b0, b1), step = (self.a_from.value, self.a_to.value), (self.b_from.value, self.b_to.value), self.step.value
             for name, first, last in (("a", a0, a1), ("b", b0, b1)):
                 if first > last:
@@ -347,7 +355,7 @@ class MapViewer(W.VBox):
             self.pair_readout.value = "type a pair to see the model's answer on it"
             return
         try:
-            run, _ = self.models.current()
+            run = self.models.run()
             a, b = parse_operand(self.pair_a.value, "pair a"), parse_operand(self.pair_b.value, "pair b")
             r = explain_input(run.model, run.task, a, b, run.task.relation(self.relation.value))
         except Exception as exc:  # shown in the widget, never raised into the notebook
@@ -516,7 +524,7 @@ class PatchingExplorer(W.VBox):
         self.models = ModelChooser(self._model_changed, catalog, model)
         if corrupted is None:
             try:
-                corrupted = one_digit_apart(self.models.current()[0].task, *clean, place=2)[1]
+                corrupted = one_digit_apart(self.models.run().task, *clean, place=2)[1]
             except Exception:  # no model, or one whose task cannot hold clean: update() below says why
                 corrupted = clean
         box = dict(continuous_update=False, layout=W.Layout(width="200px"))
@@ -541,7 +549,7 @@ class PatchingExplorer(W.VBox):
     def _model_changed(self, update: bool = True) -> None:
         """Offer the new task's answer positions, keeping the chosen one where the task has it."""
         try:
-            task = self.models.current()[0].task
+            task = self.models.run().task
         except Exception as exc:  # shown in the widget, never raised into the notebook
             self.message.value = _error_html(exc)
             return
@@ -580,7 +588,7 @@ class PatchingExplorer(W.VBox):
         if self._quiet:
             return
         try:
-            run, _ = self.models.current()
+            run = self.models.run()
             clean = (parse_operand(self.clean_a.value, "clean a"), parse_operand(self.clean_b.value, "clean b"))
             corrupted = (parse_operand(self.corrupted_a.value, "corrupted a"), parse_operand(self.corrupted_b.value, "corrupted b"))
             answer_position = None if self.answer_position.value == self.AUTO else self.answer_position.value

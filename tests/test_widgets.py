@@ -291,6 +291,16 @@ def test_patching_explorer_draws_patch_pairs_frame(patcher, add3_nano):
     assert "head" in patcher.readout.value.split("largest:")[1]
 
 
+def test_patching_explorer_never_searches_for_a_relation(add3_nano, tiny_run, monkeypatch):
+    """It shows no relation, so building it and updating it decode nothing for best_relation (with a hook attached,
+    nothing is cached, and such a search took longer than the patching itself)."""
+    calls = []
+    monkeypatch.setattr(widgets, "best_relation", lambda *args, **kw: calls.append(args))
+    patcher = PatchingExplorer(catalog={"kit/add3_nano": lambda: add3_nano, "tiny": lambda: tiny_run})
+    patcher.sweep.value = "mlp_out"
+    assert patcher.message.value == "" and patcher.frame is not None and calls == []
+
+
 def test_patching_explorer_caches_per_model_state(patcher, add3_nano, monkeypatch):
     calls = []
     real = widgets.patch_pair
