@@ -100,6 +100,17 @@ def grokking_to_bridge(state: dict[str, torch.Tensor], source: str = "the checkp
     return {k: v.contiguous() for k, v in out.items()}
 
 
+def _imported_run(src: Path, task, cfg: dict, weights: dict[str, torch.Tensor], command, device=None, **source) -> Run:
+    """A Run of ``weights`` (a bridge state dict, checked against the model) on a model built from ``cfg``, in eval
+    mode, with no training config; its provenance records the file (name, sha256) and ``source``."""
+    model = build_model(cfg, device=device)
+    check_weights(model, weights, str(src))
+    model.load_state_dict(weights, strict=True)
+    model.eval()
+    prov = provenance(command, imported_from=src.name, sha256=hashlib.sha256(src.read_bytes()).hexdigest(), **source)
+    return Run(src, RunConfig(task, cfg, None, prov), model)
+
+
 def load_grokking(src, config: Optional[str] = None, command: Optional[list[str]] = None) -> Run:
     """Load Nanda et al.'s grokked model (``WEIGHTS.safetensors``) in memory as a Run on the ``grokking`` preset, on the CPU.
 
@@ -119,15 +130,8 @@ def load_grokking(src, config: Optional[str] = None, command: Optional[list[str]
     if vocab != task.d_vocab:
         raise InputError(f"{src}: the embedding has {vocab} tokens, but p = {task.p} (from {config}) needs p + 1 = "
                          f"{task.d_vocab}; the config belongs to another model")
-    cfg = model_config(task, "grokking")
-    model = build_model(cfg)
-    check_weights(model, weights, str(src))
-    model.load_state_dict(weights, strict=True)
-    model.eval()
-    prov = provenance(command, imported_from=src.name, sha256=hashlib.sha256(src.read_bytes()).hexdigest(),
-                      format=GROKKING_FORMAT, preset="grokking",
-                      **({"source_config": Path(config).name} if config is not None else {}))
-    return Run(src, RunConfig(task, cfg, None, prov), model)
+    return _imported_run(src, task, model_config(task, "grokking"), weights, command, format=GROKKING_FORMAT, preset="grokking",
+                         **({"source_config": Path(config).name} if config is not None else {}))
 
 
 def import_grokking(src, out_dir, config: Optional[str] = None, command: Optional[list[str]] = None) -> Run:
@@ -220,13 +224,7 @@ def load_mingpt(src, task: Task, n_heads: int = 3, command: Optional[list[str]] 
     except InputError as exc:
         raise InputError(f"{src}: {exc}") from None
     check_task_fits_model(task, cfg, str(src))
-    model = build_model(cfg, device=resolve_device(device))
-    check_weights(model, weights, str(src))
-    model.load_state_dict(weights, strict=True)
-    model.eval()
-    sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    prov = provenance(command, imported_from=src.name, sha256=sha, format="minGPT")
-    return Run(src, RunConfig(task, cfg, None, prov), model)
+    return _imported_run(src, task, cfg, weights, command, device=resolve_device(device), format="minGPT")
 
 
 def import_mingpt(src, out_dir, task: Task, n_heads: int = 3, command: Optional[list[str]] = None) -> Run:
