@@ -13,7 +13,7 @@ NBVAL = --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 # torch's portable CPU kernels on one thread: other rounding, as on another machine
 PORTABLE_ENV = ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1
 
-.PHONY: install lab test test-unit test-notebooks test-notebooks-portable test-browser test-slow screenshots clean
+.PHONY: install lab test lint-imports test-unit test-notebooks test-notebooks-portable test-browser test-slow screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,13 @@ install: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_ARGS) $(LAB_ARGS)
 
-test: test-unit test-notebooks test-notebooks-portable
+test: lint-imports test-unit test-notebooks test-notebooks-portable
 	@if [ -x /usr/bin/chromium ]; then $(MAKE) --no-print-directory test-browser; \
 	else echo "skipping the browser check: /usr/bin/chromium is not installed (apt-get install chromium)"; fi
+
+# the package's layers (pyproject.toml [tool.importlinter]): nothing imports a layer above it
+lint-imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """Greedy decoding speed: the kit's decoder against the batched naive loop, side by side.
 
 Decodes 10,000 OOD sequences (both operands 4 digits) of the paper's model_s2
-(when its file is found; see equiv_tools.reproduce) and of the kit's add3_nano,
+(when its file is found; see equiv_tools.analysis.reproduce) and of the kit's add3_nano,
 with the same batch size, checks that the answers are identical, and prints
 sequences per second and the ratio. Each timing is the best of --repeats runs.
 Then, in a fresh subprocess, a map of 10^6 inputs (``maps.grid_answers`` on
@@ -20,10 +20,10 @@ import time
 import numpy as np
 import torch
 
-from equiv_tools.decoding import greedy_decode, naive_greedy_decode
-from equiv_tools.maps import grid_answers
-from equiv_tools.models import load_run
-from equiv_tools.reproduce import load_paper_model, paper_checkpoint
+from equiv_tools.forward.decoding import greedy_decode, naive_greedy_decode
+from equiv_tools.analysis.maps import grid_answers
+from equiv_tools.runs.models import load_run
+from equiv_tools.analysis.reproduce import load_paper_model, paper_checkpoint
 
 MAP_VALUES = range(1000, 2000)  # a 1000 x 1000 OOD grid
 

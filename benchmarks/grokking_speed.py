@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from equiv_tools import ModularTask, TrainConfig, train
-from equiv_tools.grokking import grokked_step
+from equiv_tools.runs.grokking import grokked_step
 
 
 def main():

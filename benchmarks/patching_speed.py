@@ -16,8 +16,8 @@ import torch
 from decode_speed import best_time  # benchmarks/ is on sys.path when a script in it runs
 from transformer_lens import patching as tl_patching
 
-from equiv_tools import patching
-from equiv_tools.models import load_run
+from equiv_tools.analysis import patching
+from equiv_tools.runs.models import load_run
 
 
 def main():

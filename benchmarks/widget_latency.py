@@ -9,7 +9,7 @@ absolute times depend on the machine.
 import statistics
 import time
 
-from equiv_tools.widgets import EquivalenceExplorer, MapViewer
+from equiv_tools.views.widgets import EquivalenceExplorer, MapViewer
 
 
 def timed(fn) -> float:

@@ -22,11 +22,10 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Optional
 
-from .config import (ACT_FNS, MODEL_FIELDS, PRESETS, TRAIN_CHOICES, RunConfig, TrainConfig, config_fields, model_config,
-                     require_new_run_dir)
-from .errors import InputError
-from .paths import shipped_runs
-from .tasks import TASKS, make_task
+from equiv_tools.core.config import ACT_FNS, MODEL_FIELDS, PRESETS, TRAIN_CHOICES, TrainConfig, config_fields, model_config
+from equiv_tools.core.errors import InputError
+from equiv_tools.core.rundir import RunDir, shipped_runs
+from equiv_tools.core.tasks import TASKS, make_task
 
 # --- argument types ---------------------------------------------------------------------------------
 
@@ -384,7 +383,7 @@ def _final_accuracies(metrics) -> str:
 
 def _device(args) -> str:
     """``args.device`` resolved ('auto' -> 'cuda:0' or 'cpu'); InputError where it names a GPU this machine lacks."""
-    from .devices import resolve_device
+    from equiv_tools.forward.devices import resolve_device
 
     return str(resolve_device(args.device))
 
@@ -401,9 +400,9 @@ def _cmd_train(args, argv) -> int:
     preset = getattr(args, "preset", PRESET_DEFAULT)
     overrides = _given(args, MODEL_OVERRIDES)
     model_config(task, preset, seed=cfg.seed, **overrides)  # checks the model fields before torch is imported
-    require_new_run_dir(args.out)
+    RunDir(args.out).require_new()
     device = _device(args)
-    from .training import train
+    from equiv_tools.runs.training import train
 
     metrics = train(task, args.out, preset=preset, train_cfg=cfg, model_overrides=overrides, command=["equiv-tools", *argv],
                     progress=not args.quiet, device=device)
@@ -417,11 +416,11 @@ def _resume(args, training: dict) -> int:
     if fixed:
         raise InputError(f"--resume keeps the run's task and model; drop {', '.join(map(_flag, fixed))} "
                          "(only training options, --device and --quiet go with --resume)")
-    recorded = RunConfig.read(args.resume)
+    recorded = RunDir(args.resume).read_config()
     if recorded.training is not None:  # the library checks again; this answers before torch is imported
         TrainConfig.from_dict({**asdict(recorded.training), **training})
     device = _device(args)
-    from .training import resume
+    from equiv_tools.runs.training import resume
 
     metrics = resume(args.resume, progress=not args.quiet, device=device, **training)
     print(f"resumed {args.resume}: {_final_accuracies(metrics)}")
@@ -430,8 +429,8 @@ def _resume(args, training: dict) -> int:
 
 def _cmd_evaluate(args, argv) -> int:
     device = _device(args)
-    from .evaluation import evaluate_run
-    from .models import load_run
+    from equiv_tools.analysis.evaluation import evaluate_run
+    from equiv_tools.runs.models import load_run
 
     result = evaluate_run(load_run(args.run_dir, device=device), n=args.n, ood_digits=args.ood_digits, seed=args.seed)
     print(json.dumps(result) if args.json else _evaluation_text(result))
@@ -443,7 +442,7 @@ def _cmd_import(args, argv) -> int:
     if not args.src.is_file():
         raise InputError(f"{args.src} does not exist")
     _device(args)  # checked like everywhere; import_mingpt only converts weights to a file, so it stays on the CPU
-    from .imports import import_mingpt
+    from equiv_tools.runs.imports import import_mingpt
 
     run = import_mingpt(args.src, args.out_dir, task, n_heads=args.n_heads, command=["equiv-tools", *argv])
     print(f"imported {args.src} into {run.path}")
@@ -454,9 +453,9 @@ def _cmd_import_grokking(args, argv) -> int:
     for path in (args.src, args.config):
         if path is not None and not path.is_file():
             raise InputError(f"{path} does not exist")
-    require_new_run_dir(args.out_dir, "pick a new output directory")
+    RunDir(args.out_dir).require_new("pick a new output directory")
     _device(args)  # checked like everywhere; the import only converts weights to a file, so it stays on the CPU
-    from .imports import import_grokking
+    from equiv_tools.runs.imports import import_grokking
 
     run = import_grokking(args.src, args.out_dir, config=args.config, command=["equiv-tools", *argv])
     print(f"imported {args.src} into {run.path}: {run.task.describe()}, preset grokking")
@@ -471,8 +470,8 @@ def _cmd_predict(args, argv) -> int:
     if not args.input.is_file():
         raise InputError(f"{args.input} does not exist")
     device = _device(args)
-    from .evaluation import predict_csv
-    from .models import load_run
+    from equiv_tools.analysis.evaluation import predict_csv
+    from equiv_tools.runs.models import load_run
 
     run = load_run(args.run_dir, device=device)
     frame = predict_csv(run, args.input, args.output)
@@ -484,8 +483,8 @@ def _cmd_predict(args, argv) -> int:
 
 def _cmd_relations(args, argv) -> int:
     device = _device(args)
-    from .discovery import relations_report
-    from .models import load_run
+    from equiv_tools.analysis.discovery import relations_report
+    from equiv_tools.runs.models import load_run
 
     report = relations_report(load_run(args.run_dir, device=device), n=args.n, ood_digits=args.ood_digits, seed=args.seed)
     print(json.dumps(report) if args.json else _relations_text(report))
@@ -494,7 +493,7 @@ def _cmd_relations(args, argv) -> int:
 
 def _cmd_reproduce(args, argv) -> int:
     device = _device(args)
-    from .reproduce import reproduce
+    from equiv_tools.analysis.reproduce import reproduce
 
     rows = reproduce(paper_dir=args.paper_dir, data_dir=args.data_dir, n=args.n, seed=args.seed, device=device)
     print(json.dumps({"rows": rows}) if args.json else _reproduce_text(rows))
@@ -514,8 +513,8 @@ def _fourier_text(summary: dict) -> str:
 
 def _cmd_fourier(args, argv) -> int:
     device = _device(args)
-    from .fourier import fourier_summary
-    from .models import load_run
+    from equiv_tools.analysis.fourier import fourier_summary
+    from equiv_tools.runs.models import load_run
 
     summary = fourier_summary(load_run(args.run_dir, device=device))
     print(json.dumps(summary) if args.json else _fourier_text(summary))
@@ -526,8 +525,8 @@ def _cmd_plot(args, argv) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file; name a folder for the figures")
     device = _device(args)
-    from .figures import run_figures
-    from .models import load_run
+    from equiv_tools.runs.models import load_run
+    from equiv_tools.views.figures import run_figures
 
     run = load_run(args.run_dir, device=device)
     figures = run_figures(run, ood_digits=args.ood_digits, seed=args.seed)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from equiv_tools.reproduce import find_paper_dir
+from equiv_tools.analysis.reproduce import find_paper_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,14 +22,14 @@ def paper_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_s2(paper_dir):
-    from equiv_tools.reproduce import load_paper_model
+    from equiv_tools.analysis.reproduce import load_paper_model
 
     return load_paper_model("model_s2.pt", paper_dir)
 
 
 @pytest.fixture(scope="session")
 def add3_nano():
-    from equiv_tools.models import load_run
+    from equiv_tools.runs.models import load_run
 
     return load_run(REPO / "data" / "add3_nano")
 

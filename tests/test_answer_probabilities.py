@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from equiv_tools import InputError
-from equiv_tools.decoding import answer_probabilities, naive_greedy_decode
-from equiv_tools.forward import fast_path_blocker
+from equiv_tools.forward.decoding import answer_probabilities, naive_greedy_decode
+from equiv_tools.forward.lean import fast_path_blocker
 
 HOOK = "blocks.1.hook_attn_out"
 

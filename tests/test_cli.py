@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from equiv_tools.cli import main
-from equiv_tools.config import TrainConfig
+from equiv_tools.core.config import TrainConfig
 
 from .conftest import REPO
 
@@ -74,7 +74,7 @@ def test_predict_the_shipped_example(tmp_path, capsys):
 
 
 def test_predict_into_a_missing_folder_writes_nothing(tmp_path, capsys, monkeypatch):
-    from equiv_tools import models
+    from equiv_tools.runs import models
 
     monkeypatch.setattr(models, "load_run", lambda *a, **k: pytest.fail("loaded the model before checking --output"))
     target = tmp_path / "missing" / "preds.csv"

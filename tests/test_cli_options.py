@@ -10,7 +10,7 @@ import pytest
 
 from equiv_tools import cli
 from equiv_tools.cli import build_parser, format_table, main
-from equiv_tools.config import MODEL_FIELDS, PRESETS, TrainConfig
+from equiv_tools.core.config import MODEL_FIELDS, PRESETS, TrainConfig
 
 from .conftest import REPO
 
@@ -116,7 +116,7 @@ def test_bad_train_values_are_usage_errors(flag, text, message, capsys):
 
 @pytest.fixture()
 def fake_train(monkeypatch):
-    from equiv_tools import training
+    from equiv_tools.runs import training
 
     calls = []
 
@@ -156,7 +156,7 @@ def recorded_run(tmp_path):
 
 @pytest.fixture()
 def fake_resume(monkeypatch):
-    from equiv_tools import training
+    from equiv_tools.runs import training
 
     calls = []
 
@@ -209,7 +209,7 @@ def test_format_table_aligns_columns():
 
 def test_json_outputs_unchanged_by_tables(tiny_run, capsys):
     """--json prints exactly the library's object; the table shows the same numbers."""
-    from equiv_tools.evaluation import evaluate_run
+    from equiv_tools.analysis.evaluation import evaluate_run
 
     assert main(["evaluate", str(tiny_run.path), "--n", "100", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == evaluate_run(tiny_run, n=100)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from equiv_tools import InputError
-from equiv_tools.decoding import greedy_decode, naive_greedy_decode, predict, score_digits
-from equiv_tools.forward import LeanModel
-from equiv_tools.relations import sum_of_residues
+from equiv_tools.forward.decoding import greedy_decode, naive_greedy_decode, predict, score_digits
+from equiv_tools.forward.lean import LeanModel
+from equiv_tools.core.relations import sum_of_residues
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_chunking_does_not_change_answers(tiny_run, inputs):
 
 
 def test_row_blocks_do_not_change_answers(tiny_run, inputs, monkeypatch):
-    import equiv_tools.forward as forward
+    import equiv_tools.forward.lean as forward
 
     task, a, b = tiny_run.task, *inputs
     tokens = torch.from_numpy(task.encode(a, b, task.truth(a, b)))[:, :-1]
@@ -127,7 +127,7 @@ def test_progress_reaches_one_and_answers_are_unchanged(tiny_run, inputs, guess)
 
 
 def test_a_map_decodes_once_with_progress(tiny_run):
-    from equiv_tools.maps import grid_answers
+    from equiv_tools.analysis.maps import grid_answers
 
     task, seen = tiny_run.task, []
     frame = grid_answers(tiny_run.model, task, range(100), range(0, 100, 3), on_progress=seen.append)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from equiv_tools import InputError, load_run, predict, resume, train
-from equiv_tools.decoding import naive_greedy_decode
-from equiv_tools.devices import resolve_device
-from equiv_tools.storage import load_tensors
+from equiv_tools.forward.decoding import naive_greedy_decode
+from equiv_tools.forward.devices import resolve_device
+from equiv_tools.runs.storage import load_tensors
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch finds no CUDA GPU on this machine")
 

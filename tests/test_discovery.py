@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 
 from equiv_tools import AdditionTask, InputError, Relation
-from equiv_tools.discovery import class_map, discover_relations, distinct_relations, same_answer_pairs
-from equiv_tools.evaluation import evaluate_run
-from equiv_tools.relations import sum_of_residues
-from equiv_tools.representations import hidden_states
-from equiv_tools.reproduce import PAPER_TASK, load_paper_model
+from equiv_tools.analysis.class_maps import class_map, same_answer_pairs
+from equiv_tools.analysis.discovery import discover_relations, distinct_relations
+from equiv_tools.analysis.evaluation import evaluate_run
+from equiv_tools.analysis.reproduce import PAPER_TASK, load_paper_model
+from equiv_tools.core.relations import sum_of_residues
+from equiv_tools.forward.representations import hidden_states
 
 PAPER_RELATION = "(a mod 10^3) + (b mod 10^3)"
 
@@ -96,16 +97,16 @@ def test_custom_relation_and_errors(tiny_run):
 
 
 def test_relation_share_by_step_follows_each_checkpoint(tiny_run):
-    from equiv_tools.decoding import naive_greedy_decode
-    from equiv_tools.discovery import relation_share_by_step
-    from equiv_tools.models import checkpoint_path, load_run
+    from equiv_tools.analysis.discovery import relation_share_by_step
+    from equiv_tools.forward.decoding import naive_greedy_decode
+    from equiv_tools.runs.models import load_run
 
     task, rule = tiny_run.task, sum_of_residues(1)
     shares = relation_share_by_step(tiny_run.path, rule, n=200, seed=7, progress=False)
     assert shares.step.tolist() == [0, 100, 200, 300]
     a, b = task.sample_ood(200, seed=7)
     for row in shares.itertuples():
-        model = load_run(tiny_run.path, weights=checkpoint_path(row.step)).model
+        model = load_run(tiny_run.path, step=row.step).model
         answers = task.decode_answer(naive_greedy_decode(model, task, a, b))
         assert row.relation_share == np.mean(answers == a % 10 + b % 10) and row.ood_accuracy == np.mean(answers == a + b)
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from equiv_tools import AdditionTask, discover_relations, evaluate_run, explain_input, predict, score_digits
-from equiv_tools.decoding import greedy_decode, naive_greedy_decode
-from equiv_tools.discovery import class_map
-from equiv_tools.forward import LeanModel, fast_path_blocker
-from equiv_tools.maps import grid_answers
-from equiv_tools.models import build_model
-from equiv_tools.relations import sum_of_residues
+from equiv_tools.forward.decoding import greedy_decode, naive_greedy_decode
+from equiv_tools.analysis.class_maps import class_map
+from equiv_tools.forward.lean import LeanModel, fast_path_blocker
+from equiv_tools.analysis.maps import grid_answers
+from equiv_tools.runs.models import build_model
+from equiv_tools.core.relations import sum_of_residues
 
 TASK = AdditionTask(train_digits=1, width=2)
 BASE = dict(n_layers=2, n_heads=2, d_model=16, d_head=8, d_mlp=32, act_fn="gelu_new", normalization_type="LN", eps=1e-5,
@@ -131,7 +131,7 @@ def test_every_analysis_sees_the_hooked_model(hooked_add3):
 
 
 def test_widgets_given_a_hooked_run_show_the_hooked_answers(hooked_add3):
-    from equiv_tools.widgets import EquivalenceExplorer, MapViewer
+    from equiv_tools.views.widgets import EquivalenceExplorer, MapViewer
 
     explorer = EquivalenceExplorer(a=349, b=705, catalog={"hooked": lambda: hooked_add3})
     expected = int(hooked_add3.task.decode_answer(naive_greedy_decode(hooked_add3.model, hooked_add3.task, [349], [705]))[0])

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from equiv_tools import AdditionTask, ModularTask
-from equiv_tools.config import model_config
-from equiv_tools.forward import LeanModel, fast_path_blocker
-from equiv_tools.models import build_model
+from equiv_tools.core.config import model_config
+from equiv_tools.forward.lean import LeanModel, fast_path_blocker
+from equiv_tools.runs.models import build_model
 
 
 @pytest.fixture(scope="module")

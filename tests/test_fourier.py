@@ -8,14 +8,26 @@ import pytest
 import torch
 
 from equiv_tools import InputError, ModularTask
-from equiv_tools.cli import main
-from equiv_tools.config import RunConfig, TrainConfig, model_config
-from equiv_tools.fourier import (
-    embedding_frequency_norms, fourier_basis, fourier_components, fourier_losses, gini, grid_logits, grid_neurons,
-    key_component, neuron_frequencies, neuron_key_frequencies, progress_measures, progress_series, spectrum_series,
-    top_frequencies, total_weight_norm, train_mask,
+from equiv_tools.analysis.fourier import (
+    embedding_frequency_norms,
+    fourier_basis,
+    fourier_components,
+    fourier_losses,
+    gini,
+    grid_logits,
+    grid_neurons,
+    key_component,
+    neuron_frequencies,
+    neuron_key_frequencies,
+    progress_measures,
+    top_frequencies,
+    total_weight_norm,
+    train_mask,
 )
-from equiv_tools.models import build_model, write_run
+from equiv_tools.analysis.progress import progress_series, spectrum_series
+from equiv_tools.cli import main
+from equiv_tools.core.config import RunConfig, TrainConfig, model_config
+from equiv_tools.runs.models import build_model, write_run
 
 
 def loop_wave(p, k, kind, x):
@@ -137,13 +149,14 @@ def modular_series(tmp_path_factory):
 
 
 def test_series_equal_the_per_model_measures(modular_series):
-    from equiv_tools.models import checkpoint_path, checkpoint_steps, load_run
+    from equiv_tools.core.rundir import RunDir
+    from equiv_tools.runs.models import load_run
 
-    assert checkpoint_steps(modular_series) == [0, 10, 20]  # step 0: the initialisation
+    assert RunDir(modular_series).checkpoint_steps() == [0, 10, 20]  # step 0: the initialisation
     frame = progress_series(modular_series, frequencies=[1, 4])
     assert frame.columns.tolist() == ["step", "loss", "restricted_loss", "excluded_loss", "total_weight_norm", "fourier_sparsity", "excluded_loss_pairs"]
     assert frame.step.tolist() == [0, 10, 20] and set(frame.excluded_loss_pairs) == {"train split"}
-    run = load_run(modular_series, weights=checkpoint_path(10))
+    run = load_run(modular_series, step=10)
     mask, _ = train_mask(run)
     assert mask.sum() == round(0.3 * 121)
     one = progress_measures(run.model, run.task, [1, 4], mask).iloc[0]
@@ -151,7 +164,7 @@ def test_series_equal_the_per_model_measures(modular_series):
     spectrum = spectrum_series(modular_series)
     assert spectrum.columns.tolist() == ["step", "frequency", "norm", "share"] and len(spectrum) == 3 * 5
     final = spectrum[spectrum.step == 20].reset_index(drop=True)
-    pd.testing.assert_frame_equal(final[["frequency", "norm", "share"]], embedding_frequency_norms(load_run(modular_series, weights=checkpoint_path(20)).model, 11))
+    pd.testing.assert_frame_equal(final[["frequency", "norm", "share"]], embedding_frequency_norms(load_run(modular_series, step=20).model, 11))
     assert len(progress_series(modular_series, steps=[20])) == 1  # key frequencies from the final model
 
 
@@ -185,8 +198,8 @@ def test_the_grokked_model(nanda_dir, tmp_path, capsys):
 def test_neuron_activations_and_the_static_plots():
     from matplotlib.figure import Figure
 
-    from equiv_tools.fourier import neuron_activations
-    from equiv_tools.plots import plot_fourier_spectrum, plot_neuron_activations
+    from equiv_tools.analysis.fourier import neuron_activations
+    from equiv_tools.views.plots import plot_fourier_spectrum, plot_neuron_activations
 
     task, model = small_model()
     acts = grid_neurons(model, task)  # [7, 7, 16]

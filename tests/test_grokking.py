@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from equiv_tools import InputError, shipped_data_dir
-from equiv_tools.grokking import grokked_step
+from equiv_tools.runs.grokking import grokked_step
 
 
 def _metrics(accuracies, every=10):
@@ -26,16 +26,16 @@ def test_grokked_step_names_a_missing_split():
 
 
 def test_shipped_series_groks_in_three_phases():
-    from equiv_tools.grokking import grokking_phases
-    from equiv_tools.models import checkpoint_steps
-    from equiv_tools.training import read_metrics
+    from equiv_tools.runs.grokking import grokking_phases
+    from equiv_tools.core.rundir import RunDir
+    from equiv_tools.runs.training import read_metrics
 
     metrics = read_metrics(shipped_data_dir() / "grok113_fast")
     assert grokked_step(metrics) == 320
     phases = grokking_phases(metrics)
     assert phases.to_dict("list") == {"phase": ["memorisation", "circuit formation", "cleanup"], "start": [0, 70, 190],
                                       "end": [70, 190, 600]}
-    assert checkpoint_steps(shipped_data_dir() / "grok113_fast") == list(range(0, 601, 30))
+    assert RunDir(shipped_data_dir() / "grok113_fast").checkpoint_steps() == list(range(0, 601, 30))
 
 
 def _tiny_grokking_run(tmp_path):
@@ -48,8 +48,8 @@ def _tiny_grokking_run(tmp_path):
 
 
 def test_training_dynamics_explorer_steps_through_the_series(tmp_path):
-    from equiv_tools.fourier import progress_series
-    from equiv_tools.widgets import TrainingDynamicsExplorer
+    from equiv_tools.analysis.progress import progress_series
+    from equiv_tools.views.widgets import TrainingDynamicsExplorer
 
     run_dir = _tiny_grokking_run(tmp_path)
     w = TrainingDynamicsExplorer(run_dir)
@@ -57,12 +57,12 @@ def test_training_dynamics_explorer_steps_through_the_series(tmp_path):
     pd.testing.assert_frame_equal(w.progress, progress_series(run_dir, w.key_frequencies))
     at = w.progress.set_index("step")
     w.step.value = 20
-    assert f"step <b>20</b>" in w.readout.value and f"restricted loss {at.restricted_loss[20]:.3g}" in w.readout.value
+    assert "step <b>20</b>" in w.readout.value and f"restricted loss {at.restricted_loss[20]:.3g}" in w.readout.value
     assert w.figures is not None and len(w.figures[1].axes) == 3
 
 
 def test_training_dynamics_explorer_says_what_is_wrong():
-    from equiv_tools.widgets import TrainingDynamicsExplorer
+    from equiv_tools.views.widgets import TrainingDynamicsExplorer
 
     w = TrainingDynamicsExplorer("add3_nano")
     assert "needs a modular task" in w.message.value or "modular" in w.message.value

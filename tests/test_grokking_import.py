@@ -12,9 +12,10 @@ from safetensors.torch import load_file, save_file
 
 from equiv_tools import InputError, ModularTask
 from equiv_tools.cli import main
-from equiv_tools.config import PRESETS, RunConfig, model_config
-from equiv_tools.imports import import_grokking, load_grokking
-from equiv_tools.models import load_run
+from equiv_tools.core.config import PRESETS, model_config
+from equiv_tools.core.rundir import RunDir
+from equiv_tools.runs.imports import load_grokking
+from equiv_tools.runs.models import load_run
 
 WEIGHTS, CONFIG = "mod113_seed1.safetensors", "mod113_seed1_config.json"
 P = 113
@@ -53,7 +54,7 @@ def test_bridge_matches_the_reference_forward(nanda_dir):
 def test_cli_import_then_evaluate(nanda_dir, tmp_path, capsys):
     out = tmp_path / "grok"
     assert main(["import-grokking", str(nanda_dir / WEIGHTS), str(out), "--config", str(nanda_dir / CONFIG)]) == 0
-    config = RunConfig.read(out)  # the kit's own validation: only MODEL_FIELDS, preset grokking's values
+    config = RunDir(out).read_config()  # the kit's own validation: only MODEL_FIELDS, preset grokking's values
     assert config.training is None and config.provenance["format"] == "nanda-grokking"
     assert config.provenance["sha256"] == "76d136be3381473cd2c703736ac8c1a58c4038d066bfcdd839fb1cf8e711ad1e"
     assert {k: config.model[k] for k in PRESETS["grokking"]} == PRESETS["grokking"]
@@ -109,9 +110,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_all_pairs_accuracy_counts_every_pair(tmp_path):
     """On an untrained small model (no shared files needed): the share of the 7^2 pairs whose last-position argmax is right."""
-    from equiv_tools.config import RunConfig
-    from equiv_tools.evaluation import evaluate_run
-    from equiv_tools.models import build_model, write_run
+    from equiv_tools.core.config import RunConfig
+    from equiv_tools.analysis.evaluation import evaluate_run
+    from equiv_tools.runs.models import build_model, write_run
 
     task = ModularTask(p=7)
     cfg = model_config(task, "grokking", seed=3, d_model=16, d_head=4, d_mlp=32)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from equiv_tools import AdditionTask, InputError
-from equiv_tools.decoding import greedy_decode
-from equiv_tools.imports import import_mingpt, load_mingpt
-from equiv_tools.models import load_run
+from equiv_tools.forward.decoding import greedy_decode
+from equiv_tools.runs.imports import import_mingpt, load_mingpt
+from equiv_tools.runs.models import load_run
 
 TASK = AdditionTask(train_digits=3, width=5)
 N_HEADS = 3

@@ -9,9 +9,9 @@ import yaml
 
 import equiv_tools
 from equiv_tools import InputError, Run, load_run
-from equiv_tools.models import resolve_run_dir
-from equiv_tools.paths import DATA_ENV, shipped_data_dir
-from equiv_tools.reproduce import model_catalog
+from equiv_tools.core.rundir import RunDir
+from equiv_tools.core.paths import DATA_ENV, shipped_data_dir
+from equiv_tools.analysis.reproduce import model_catalog
 
 from .conftest import REPO
 
@@ -52,19 +52,19 @@ def test_shipped_runs_load_by_name_from_any_directory(tmp_path, monkeypatch):
     assert shipped_data_dir() == REPO / "data"  # a checkout or an editable install
     assert load_run("add3_nano").path == REPO / "data" / "add3_nano"
     with pytest.raises(InputError, match=r"'nope' does not exist, .* \(those are: add3_nano, grok113_fast, mul2_nano\)"):
-        resolve_run_dir("nope")
+        RunDir.resolve("nope")
     (tmp_path / "add3_nano").mkdir()  # a folder of that name here comes first
-    assert resolve_run_dir("add3_nano") == Path("add3_nano")
+    assert RunDir.resolve("add3_nano").path == Path("add3_nano")
 
 
 def test_the_data_dir_environment_variable(tmp_path, monkeypatch):
     (tmp_path / "mine").symlink_to(REPO / "data" / "add3_nano")
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
     assert shipped_data_dir() == tmp_path
-    assert resolve_run_dir("mine") == tmp_path / "mine"
+    assert RunDir.resolve("mine").path == tmp_path / "mine"
     assert [label for label in model_catalog() if label.startswith("kit/")] == ["kit/mine"]
     with pytest.raises(InputError, match="those are: mine"):
-        resolve_run_dir("add3_nano")
+        RunDir.resolve("add3_nano")
 
 
 def test_every_exported_name_resolves_and_is_listed():

@@ -7,8 +7,8 @@ import torch
 from transformer_lens import patching as tl_patching
 
 from equiv_tools import InputError
-from equiv_tools import patching as P
-from equiv_tools.forward import LeanModel, fast_path_blocker
+from equiv_tools.analysis import patching as P
+from equiv_tools.forward.lean import LeanModel, fast_path_blocker
 
 CLEAN, CORRUPTED = (349, 705), (449, 705)  # one hundreds digit apart: 1054 vs 1154
 
@@ -145,7 +145,7 @@ def test_activation_difference(add3_nano):
 
 
 def test_heatmap_labels_positions(add3_nano):
-    from equiv_tools.plots import plot_patching
+    from equiv_tools.views.plots import plot_patching
 
     model, task = add3_nano.model.eval(), add3_nano.task
     frame = P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre", "head_out_all_pos"])

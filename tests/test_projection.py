@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from equiv_tools import InputError
-from equiv_tools.models import load_run
-from equiv_tools.projection import checkpoint_models, pca_series, principal_axes, silhouette
-from equiv_tools.representations import hidden_states
+from equiv_tools.runs.models import load_run
+from equiv_tools.analysis.projection import checkpoint_models, pca_series, principal_axes, silhouette
+from equiv_tools.forward.representations import hidden_states
 
 ADD3 = Path(__file__).resolve().parents[1] / "data" / "add3_nano"
 
@@ -85,7 +85,7 @@ def test_add3_nano_separates_the_units_of_the_sum_as_it_trains():
 
 
 def test_pca_plot_has_a_panel_per_checkpoint_with_its_silhouette():
-    from equiv_tools.plots import plot_pca_series
+    from equiv_tools.views.plots import plot_pca_series
 
     models = checkpoint_models(ADD3, steps=[0, 2000])
     task = load_run(ADD3).task

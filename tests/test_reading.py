@@ -3,9 +3,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from equiv_tools.decoding import greedy_decode
-from equiv_tools.reading import answered_sequences, attention_patterns, logit_lens, logit_lens_probabilities, mean_attention, split_logit_lens
-from equiv_tools.representations import residual_hooks
+from equiv_tools.forward.decoding import greedy_decode
+from equiv_tools.analysis.reading import answered_sequences, attention_patterns, logit_lens, logit_lens_probabilities, mean_attention, split_logit_lens
+from equiv_tools.forward.representations import residual_hooks
 
 A, B = np.array([12, 345, 999, 1234]), np.array([678, 9, 1, 5678])
 
@@ -65,7 +65,7 @@ def test_split_logit_lens_has_both_splits(add3_nano):
 
 
 def test_plots_draw_one_panel_per_layer_and_head(add3_nano):
-    from equiv_tools.plots import plot_attention, plot_logit_lens
+    from equiv_tools.views.plots import plot_attention, plot_logit_lens
 
     model, task = add3_nano.model, add3_nano.task
     fig = plot_attention(mean_attention(model, task, A, B))

@@ -6,9 +6,9 @@ import torch
 
 from equiv_tools import InputError, ModularTask, TrainConfig, load_run, resume, train
 from equiv_tools.cli import main
-from equiv_tools.config import RECIPES
-from equiv_tools.models import checkpoint_steps
-from equiv_tools.storage import load_tensors
+from equiv_tools.core.config import RECIPES
+from equiv_tools.core.rundir import RunDir
+from equiv_tools.runs.storage import load_tensors
 
 SMALL = ModularTask(p=23)
 TINY = dict(d_model=32, d_head=8, d_mlp=64)
@@ -56,7 +56,7 @@ def test_lean_step_trains_the_same_model_as_the_bridge_to_float_rounding(tmp_pat
 def test_float16_series_keeps_the_latest_checkpoint_exact_and_resume_exact(tmp_path):
     cfg = TrainConfig(steps=8, batch_size=None, lr=1e-2, eval_every=2, checkpoint_every=2, train_forward="lean", series_dtype="float16")
     whole = train(SMALL, tmp_path / "whole", preset="grokking", train_cfg=cfg, model_overrides=TINY, progress=False)
-    assert checkpoint_steps(tmp_path / "whole") == [0, 2, 4, 6, 8]
+    assert RunDir(tmp_path / "whole").checkpoint_steps() == [0, 2, 4, 6, 8]
     dtypes = {s: {t.dtype for t in load_tensors(tmp_path / "whole" / f"checkpoints/step_{s:06d}.safetensors").values()}
               for s in (0, 6, 8)}
     assert dtypes == {0: {torch.float16}, 6: {torch.float16}, 8: {torch.float32}}
@@ -68,7 +68,7 @@ def test_float16_series_keeps_the_latest_checkpoint_exact_and_resume_exact(tmp_p
     a, b = (load_run(tmp_path / r).model.state_dict() for r in ("whole", "half"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     # an older float16 checkpoint loads into the float32 model
-    assert next(load_run(tmp_path / "whole", weights="checkpoints/step_000004.safetensors").model.parameters()).dtype == torch.float32
+    assert next(load_run(tmp_path / "whole", step=4).model.parameters()).dtype == torch.float32
 
 
 def test_on_eval_sees_each_evaluation_as_it_happens(tmp_path):
@@ -97,9 +97,9 @@ def test_lean_training_is_deterministic_on_two_threads(tmp_path):
 
 def test_lean_loss_honours_hooks():
     """answer_loss_and_accuracy(lean=True) is the hooked bridge's loss while a hook is attached."""
-    from equiv_tools.config import model_config
-    from equiv_tools.models import build_model
-    from equiv_tools.training import answer_loss_and_accuracy
+    from equiv_tools.core.config import model_config
+    from equiv_tools.runs.models import build_model
+    from equiv_tools.runs.training import answer_loss_and_accuracy
 
     torch.manual_seed(0)
     model = build_model(model_config(SMALL, "grokking", **TINY))

@@ -6,11 +6,12 @@ import pandas as pd
 import pytest
 
 from equiv_tools import AdditionTask, InputError, ModularDigitTask, ModularTask, MultiplicationTask
-from equiv_tools import relations as R
-from equiv_tools.discovery import class_map, discover_relations
-from equiv_tools.relation_search import read_digits, relation_grammar, search_relations
-from equiv_tools.reproduce import PAPER_TASK
-from equiv_tools.sensitivity import digit_sensitivity
+from equiv_tools.analysis.class_maps import class_map
+from equiv_tools.analysis.discovery import discover_relations
+from equiv_tools.analysis.relation_search import read_digits, relation_grammar, search_relations
+from equiv_tools.analysis.reproduce import PAPER_TASK
+from equiv_tools.analysis.sensitivity import digit_sensitivity
+from equiv_tools.core import relations as R
 
 PAPER_RELATION = "(a mod 10^3) + (b mod 10^3)"
 
@@ -79,7 +80,7 @@ def test_model_s2_rule_found_without_candidates(model_s2):
 
 
 def test_mul2_nano_finds_the_rule_of_the_hand_written_list():
-    from equiv_tools.models import load_run
+    from equiv_tools.runs.models import load_run
 
     run = load_run(Path(__file__).resolve().parents[1] / "data" / "mul2_nano")
     task = run.task

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from equiv_tools import InputError, load_run
 from equiv_tools.cli import main
-from equiv_tools.storage import load_tensors
-from equiv_tools.training import read_metrics
+from equiv_tools.runs.storage import load_tensors
+from equiv_tools.runs.training import read_metrics
 
 # A model big enough that a checkpoint write (weights + AdamW state, about 20 MB) takes a while,
 # so the test can catch the process in the middle of one.
@@ -57,7 +57,7 @@ def _kill_when(proc, run_dir, moment, deadline=60.0):
 def _assert_loadable(run_dir):
     step = _state_step(run_dir)
     assert step is not None
-    load_run(run_dir, weights=f"checkpoints/step_{step:06d}.safetensors")
+    load_run(run_dir, step=step)
     load_tensors(run_dir / "checkpoints" / f"step_{step:06d}.optimizer.safetensors")
     load_run(run_dir)  # the latest model.safetensors too
     assert read_metrics(run_dir).step.max() >= step
@@ -167,8 +167,8 @@ def test_resume_of_a_partial_run(run_copy):
 
 def test_pickled_code_is_never_run(tmp_path):
     """A minGPT file with a pickled callable is refused by weights_only loading, and the callable never runs."""
-    from equiv_tools.imports import load_mingpt
-    from equiv_tools.tasks import AdditionTask
+    from equiv_tools.runs.imports import load_mingpt
+    from equiv_tools.core.tasks import AdditionTask
 
     marker = tmp_path / "pwned"
 
@@ -206,7 +206,7 @@ TOKENS = [
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_cli_fuzz_never_crashes(fuzz_paths, tmp_path, monkeypatch, capsys, data):
-    from equiv_tools import training
+    from equiv_tools.runs import training
 
     monkeypatch.chdir(tmp_path)  # a fuzzed relative --out or --output lands here, not in the checkout
     # a fuzzed `train` that validates may start a real run; stop it after its step-0 checkpoint
@@ -268,7 +268,7 @@ def test_a_resume_with_a_damaged_checkpoint_leaves_the_rest_untouched(run_copy):
 
 
 def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
-    from equiv_tools import storage
+    from equiv_tools.core import files
 
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
@@ -276,20 +276,20 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(storage.os, "fsync", full_disk)
+    monkeypatch.setattr(files.os, "fsync", full_disk)
     with pytest.raises(InputError, match="cannot write .*out.bin: No space left on device"):
-        storage.atomic_write_bytes(target, b"new")
+        files.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.bin"]
     with pytest.raises(InputError, match="does not exist"):
-        storage.atomic_write_bytes(tmp_path / "missing" / "out.bin", b"new")
+        files.atomic_write_bytes(tmp_path / "missing" / "out.bin", b"new")
     assert not (tmp_path / "missing").exists()
 
 
 # --- imports and splits say what they did -----------------------------------------------------------
 
 def test_mingpt_import_refuses_unused_and_missing_weights(paper_dir, tmp_path):
-    from equiv_tools.imports import load_mingpt
-    from equiv_tools.tasks import AdditionTask
+    from equiv_tools.runs.imports import load_mingpt
+    from equiv_tools.core.tasks import AdditionTask
 
     state = torch.load(paper_dir / "exploregpt-adder" / "model_s2.pt", map_location="cpu", weights_only=True)
     assert any(k.endswith(".attn.bias") for k in state)  # minGPT's causal masks: expected, skipped
@@ -302,7 +302,7 @@ def test_mingpt_import_refuses_unused_and_missing_weights(paper_dir, tmp_path):
 
 
 def test_imported_runs_are_evaluated_on_distinct_id_pairs(model_s2):
-    from equiv_tools.evaluation import ID_SAMPLE, evaluate_run, id_test_pairs
+    from equiv_tools.analysis.evaluation import ID_SAMPLE, evaluate_run, id_test_pairs
 
     (a, b), what = id_test_pairs(model_s2, 5000, seed=0)
     assert what == ID_SAMPLE and len(set(zip(a.tolist(), b.tolist()))) == 5000

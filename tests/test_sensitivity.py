@@ -2,10 +2,10 @@
 import numpy as np
 
 from equiv_tools import AdditionTask
-from equiv_tools.decoding import greedy_decode
-from equiv_tools.plots import plot_sensitivity
-from equiv_tools.reproduce import PAPER_TASK
-from equiv_tools.sensitivity import digit_count, digit_sensitivity, input_sensitivity, resample_digit
+from equiv_tools.forward.decoding import greedy_decode
+from equiv_tools.views.plots import plot_sensitivity
+from equiv_tools.analysis.reproduce import PAPER_TASK
+from equiv_tools.analysis.sensitivity import digit_count, digit_sensitivity, input_sensitivity, resample_digit
 
 
 def test_resampling_changes_one_digit_and_keeps_the_digit_count():

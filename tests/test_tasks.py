@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from equiv_tools import AdditionTask, InputError, ModularDigitTask, ModularTask, MultiplicationTask, make_task
-from equiv_tools.tasks import parse_operand, task_from_dict
+from equiv_tools.core.tasks import parse_operand, task_from_dict
 
 
 def test_paper_layout_example():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from equiv_tools import AdditionTask, InputError, ModularTask, TrainConfig, load_run, predict, resume, train
-from equiv_tools.storage import load_tensors
-from equiv_tools.training import answer_loss_and_accuracy
+from equiv_tools.runs.storage import load_tensors
+from equiv_tools.runs.training import answer_loss_and_accuracy
 
 TINY = dict(n_layers=1, d_model=16, d_head=8, n_heads=2, d_mlp=32)
 TASK = AdditionTask(train_digits=1, width=2)

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from equiv_tools import widgets
-from equiv_tools.config import RunConfig, model_config
-from equiv_tools.decoding import naive_greedy_decode
-from equiv_tools.models import Run, build_model
-from equiv_tools.patching import patch_pair
-from equiv_tools.tasks import ModularTask
-from equiv_tools.widgets import EquivalenceExplorer, MapViewer, PatchingExplorer
+from equiv_tools.views.widgets import base, equivalence, map_viewer
+from equiv_tools.views.widgets import patching as patching_widget
+from equiv_tools.core.config import RunConfig, model_config
+from equiv_tools.forward.decoding import naive_greedy_decode
+from equiv_tools.runs.models import Run, build_model
+from equiv_tools.analysis.patching import patch_pair
+from equiv_tools.core.tasks import ModularTask
+from equiv_tools.views.widgets import EquivalenceExplorer, MapViewer, PatchingExplorer
 
 CHIP = re.compile(r"<span class='et-chip'[^>]*><span[^>]*>(\d+)</span><small class='et-prob'[^>]*>([\d.]+)</small></span>")
 
@@ -60,8 +61,9 @@ def switcher(add3_nano, tiny_run, grok_run):
 def count_explains(monkeypatch):
     """How many times the widgets called explain_input: a list, one entry per call."""
     calls = []
-    real = widgets.explain_input
-    monkeypatch.setattr(widgets, "explain_input", lambda *args, **kw: calls.append(args[2:4]) or real(*args, **kw))
+    real = equivalence.explain_input
+    for module in (equivalence, map_viewer):
+        monkeypatch.setattr(module, "explain_input", lambda *args, **kw: calls.append(args[2:4]) or real(*args, **kw))
     return calls
 
 
@@ -238,7 +240,7 @@ def test_map_viewer_caps_the_grid(add3_nano):
 def test_representation_explorer_slider_redraws_and_choices_recompute():
     from pathlib import Path
 
-    from equiv_tools.widgets import RepresentationExplorer
+    from equiv_tools.views.widgets import RepresentationExplorer
 
     run_dir = Path(__file__).resolve().parents[1] / "data" / "add3_nano"
     explorer = RepresentationExplorer(run_dir, steps=[0, 1500], n=150)
@@ -295,7 +297,7 @@ def test_patching_explorer_never_searches_for_a_relation(add3_nano, tiny_run, mo
     """It shows no relation, so building it and updating it decode nothing for best_relation (with a hook attached,
     nothing is cached, and such a search took longer than the patching itself)."""
     calls = []
-    monkeypatch.setattr(widgets, "best_relation", lambda *args, **kw: calls.append(args))
+    monkeypatch.setattr(base, "best_relation", lambda *args, **kw: calls.append(args))
     patcher = PatchingExplorer(catalog={"kit/add3_nano": lambda: add3_nano, "tiny": lambda: tiny_run})
     patcher.sweep.value = "mlp_out"
     assert patcher.message.value == "" and patcher.frame is not None and calls == []
@@ -303,8 +305,8 @@ def test_patching_explorer_never_searches_for_a_relation(add3_nano, tiny_run, mo
 
 def test_patching_explorer_caches_per_model_state(patcher, add3_nano, monkeypatch):
     calls = []
-    real = widgets.patch_pair
-    monkeypatch.setattr(widgets, "patch_pair", lambda *args, **kw: calls.append(kw["sweeps"]) or real(*args, **kw))
+    real = patching_widget.patch_pair
+    monkeypatch.setattr(patching_widget, "patch_pair", lambda *args, **kw: calls.append(kw["sweeps"]) or real(*args, **kw))
     first = patcher.frame
     patcher.sweep.value = "mlp_out"
     patcher.sweep.value = "resid_pre"  # back to a cached choice: shown again, not recomputed

@@ -1,0 +1,172 @@
+"""A run directory: the one place that knows which file holds what, and reads and writes each atomically.
+
+Layout::
+
+    config.json                          task, model and training config, schema version, provenance
+    model.safetensors                    the latest weights
+    metrics.csv                          step, split, loss, accuracy (tidy)
+    state.json                           the step of the latest complete checkpoint, and the RNG scheme
+    checkpoints/step_NNNNNN.safetensors  the weight series
+    checkpoints/step_NNNNNN.optimizer.safetensors   AdamW state of the latest checkpoint
+
+Torch-free: ``RunDir`` names the weight files, and ``runs.storage`` reads and writes the tensors in them.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from equiv_tools.core.config import RunConfig
+from equiv_tools.core.errors import InputError
+from equiv_tools.core.files import TMP_SUFFIX, atomic_write_bytes, read_json, write_json
+from equiv_tools.core.paths import shipped_data_dir
+
+METRIC_COLUMNS = ["step", "split", "loss", "accuracy"]
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.csv"
+STATE_FILE = "state.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def shipped_runs(data_dir=None) -> list[str]:
+    """Names of the run directories (folders with a config.json) in ``data_dir`` (default: ``shipped_data_dir()``)."""
+    data_dir = shipped_data_dir() if data_dir is None else Path(data_dir)
+    return sorted(p.parent.name for p in data_dir.glob(f"*/{CONFIG_FILE}"))
+
+
+class RunDir(os.PathLike):
+    """A run directory at ``path`` (which need not exist yet). ``os.fspath(run_dir)`` and ``str(run_dir)`` are its path."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:  # messages name the folder
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def resolve(cls, run_dir) -> "RunDir":
+        """``run_dir`` itself if it exists; else a plain name (``"add3_nano"``) names a shipped run (see ``shipped_data_dir``)."""
+        if isinstance(run_dir, RunDir):
+            return run_dir
+        path = Path(run_dir)
+        if path.exists() or path.name != str(run_dir):
+            return cls(path)
+        data_dir = shipped_data_dir()
+        if (data_dir / path.name).is_dir():
+            return cls(data_dir / path.name)
+        names = ", ".join(shipped_runs(data_dir)) or "none"
+        raise InputError(f"run directory {str(run_dir)!r} does not exist, and it is not a shipped run in {data_dir} (those are: {names})")
+
+    def require_new(self, what_to_do: str = "pick a new --out, or continue it with --resume") -> None:
+        """Refuse to write a run into a directory that already holds something, so nothing saved is overwritten."""
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise InputError(f"{self.path} already exists and is not empty; {what_to_do}")
+
+    def create(self, config: RunConfig, series: bool = False) -> None:
+        """Make the new directory (with ``checkpoints/`` for a trained run's ``series``) and write its config.json."""
+        self.require_new("pick a new --out, or continue it with --resume" if series else "pick a new output directory")
+        (self.checkpoint_dir if series else self.path).mkdir(parents=True, exist_ok=True)
+        self.write_config(config)
+
+    # ---- the files, by what they hold
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def weights_file(self) -> Path:
+        """The latest weights."""
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    def checkpoint_file(self, step: int) -> Path:
+        """The weights of checkpoint ``step``: ``checkpoints/step_NNNNNN.safetensors``."""
+        return self.checkpoint_dir / f"step_{step:06d}.safetensors"
+
+    def optimizer_file(self, step: int) -> Path:
+        """The AdamW state saved with checkpoint ``step`` (only the latest checkpoint keeps it)."""
+        return self.checkpoint_dir / f"step_{step:06d}.optimizer.safetensors"
+
+    def checkpoint_steps(self) -> list[int]:
+        """The steps of the saved weight series, ascending (``[]`` for imported runs)."""
+        names = (p.name.removesuffix(".safetensors") for p in self.checkpoint_dir.glob("step_*.safetensors") if ".optimizer." not in p.name)
+        return sorted(int(name.removeprefix("step_")) for name in names if name.removeprefix("step_").isdigit())
+
+    def optimizer_steps(self) -> list[int]:
+        """The steps whose checkpoint still has its optimizer file, ascending."""
+        names = (p.name.removesuffix(".optimizer.safetensors") for p in self.checkpoint_dir.glob("step_*.optimizer.safetensors"))
+        return sorted(int(name.removeprefix("step_")) for name in names if name.removeprefix("step_").isdigit())
+
+    def remove_leftovers(self) -> None:
+        """Delete temporary files left by a write that was interrupted."""
+        for leftover in self.path.rglob("*" + TMP_SUFFIX):
+            leftover.unlink()
+
+    # ---- config.json
+    def read_config(self) -> RunConfig:
+        if not self.path.is_dir():
+            raise InputError(f"run directory {str(self.path)!r} does not exist")
+        if not self.config_file.is_file():
+            raise InputError(f"{str(self.path)!r} is not a run directory: it has no {CONFIG_FILE}")
+        try:
+            text = self.config_file.read_text()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{self.config_file} is not valid JSON ({exc}); the run directory is damaged") from None
+        return RunConfig.from_json(text, self.config_file)
+
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_bytes(self.config_file, config.to_json().encode())
+
+    # ---- metrics.csv
+    def has_metrics(self) -> bool:
+        return self.metrics_file.is_file()
+
+    def read_metrics(self):
+        """The metrics as a tidy DataFrame: step, split, loss, accuracy."""
+        import pandas as pd  # here, so the CLI validates without loading pandas
+
+        if not self.has_metrics():
+            raise InputError(f"{self.path} has no {METRICS_FILE}: it was not trained by equiv-tools, or training never started")
+        return pd.read_csv(self.metrics_file)
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        import pandas as pd
+
+        buf = io.StringIO()
+        pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(buf, index=False)
+        atomic_write_bytes(self.metrics_file, buf.getvalue().encode())
+
+    # ---- state.json
+    def read_state_step(self) -> int:
+        """The step of the latest complete checkpoint, as state.json records it."""
+        step = read_json(self.state_file).get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise InputError(f"{self.state_file} names no valid step; the run directory is damaged")
+        return step
+
+    def write_state(self, step: int, **fields) -> None:
+        """Record ``step`` as the latest complete checkpoint; write this after the files it names."""
+        write_json(self.state_file, {"step": step, "checkpoint": self.checkpoint_file(step).name.removesuffix(".safetensors"), **fields})

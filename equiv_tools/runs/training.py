@@ -1,0 +1,240 @@
+"""The training loop: AdamW, warmup, clipping, periodic evaluation, crash-safe checkpoints and exact resume.
+
+Every file is written atomically through ``RunDir`` (which holds the run directory's layout), and
+``state.json`` is written after the files it names, so a run killed at any moment resumes from its
+latest complete checkpoint. All randomness is derived from ``(seed, step)``: minibatch indices
+come from ``numpy.random.default_rng([seed, step])``, so the RNG state to
+resume is the step itself, and a resumed run reaches the same weights and
+metrics as an uninterrupted one on CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from equiv_tools.core.config import RunConfig, TrainConfig, model_config
+from equiv_tools.core.errors import InputError
+from equiv_tools.core.rundir import METRIC_COLUMNS, RunDir
+from equiv_tools.core.tasks import Task
+from equiv_tools.forward.devices import resolve_device
+from equiv_tools.forward.lean import LeanModel, fast_path_blocker
+from equiv_tools.runs.models import build_model, load_weights, provenance, save_weights
+from equiv_tools.runs.storage import load_tensors, save_tensors
+
+RNG_SCHEME = "minibatch indices from numpy.random.default_rng([seed, step]); no other randomness after init"
+
+
+def _sequences(task: Task, ab, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(task.encode(*ab)).to(device)
+
+
+def answer_loss_and_accuracy(model, task: Task, seqs: torch.Tensor, lean: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy on answer positions (mean) and teacher-forced exact match (= greedy exact match) per row.
+
+    ``seqs`` [batch, seq_len] -> (scalar loss, bool [batch]). ``lean``: compute the logits with the lean
+    forward over the model's parameters (gradients reach them), at the answer positions only, where
+    ``fast_path_blocker(model)`` allows; with hooks attached, the bridge computes them (hooks honoured).
+    """
+    if lean and fast_path_blocker(model) is None:
+        logits = LeanModel(model, differentiable=True).forward(seqs[:, :-1], logits_from=task.prompt_len - 1)
+    else:
+        logits = model(seqs[:, :-1])[:, task.prompt_len - 1 :]
+    target = seqs[:, task.prompt_len :]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+    return loss, (logits.argmax(-1) == target).all(dim=1)
+
+
+class _Data:
+    """The run's fixed data: train pairs, and the evaluation sets (train subset, ID test, OOD)."""
+
+    def __init__(self, task: Task, cfg: TrainConfig, device: torch.device):
+        (train, test) = task.id_split(cfg.seed, cfg.n_train, cfg.n_test)
+        self.train = _sequences(task, train, device)
+        self.eval_sets = {"train": self.train[: cfg.n_eval], "id_test": _sequences(task, test, device)[: cfg.n_eval]}
+        if task.has_ood:
+            ood = task.sample_ood(cfg.n_eval, cfg.ood_digits, seed=cfg.seed + 1)
+            self.eval_sets["ood"] = _sequences(task, ood, device)
+        self.eval_sets = {k: v for k, v in self.eval_sets.items() if len(v)}
+
+    def batch(self, cfg: TrainConfig, step: int) -> torch.Tensor:
+        if cfg.batch_size is None:
+            return self.train
+        idx = np.random.default_rng([cfg.seed, step]).integers(0, len(self.train), cfg.batch_size)
+        return self.train[torch.from_numpy(idx).to(self.train.device)]
+
+
+@torch.no_grad()
+def _evaluate(model, task: Task, data: _Data, step: int, lean: bool = False) -> list[dict]:
+    model.eval()
+    rows = []
+    for split, seqs in data.eval_sets.items():
+        loss, correct = answer_loss_and_accuracy(model, task, seqs, lean=lean)
+        rows.append({"step": step, "split": split, "loss": float(loss), "accuracy": float(correct.float().mean())})
+    model.train()
+    return rows
+
+
+def read_metrics(run_dir) -> pd.DataFrame:
+    """A run's metrics as a tidy DataFrame: step, split, loss, accuracy."""
+    return RunDir.resolve(run_dir).read_metrics()
+
+
+def _optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+def _optimizer_tensors(model, opt: torch.optim.AdamW) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for p, state in opt.state.items():
+        for key, value in state.items():
+            out[f"{names[id(p)]}::{key}"] = value
+    return out
+
+
+def _load_optimizer(model, opt: torch.optim.AdamW, tensors: dict[str, torch.Tensor], source: str) -> None:
+    for name, p in model.named_parameters():
+        try:
+            state = {key: tensors[f"{name}::{key}"] for key in ("step", "exp_avg", "exp_avg_sq")}
+        except KeyError as exc:
+            raise InputError(f"{source} lacks optimizer state {exc}; the checkpoint does not match the model") from None
+        if state["exp_avg"].shape != p.shape or state["exp_avg_sq"].shape != p.shape:
+            raise InputError(f"{source}: optimizer state for {name} has the wrong shape")
+        # AdamW keeps its step count on the CPU and its moments beside the parameter
+        opt.state[p] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"].to(p.device), "exp_avg_sq": state["exp_avg_sq"].to(p.device)}
+
+
+def _save_checkpoint(run_dir: RunDir, model, opt, step: int, rows: list[dict], cfg: TrainConfig) -> None:
+    save_weights(model, run_dir.checkpoint_file(step))
+    save_tensors(run_dir.optimizer_file(step), _optimizer_tensors(model, opt))
+    run_dir.write_metrics(rows)
+    run_dir.write_state(step, seed=cfg.seed, rng=RNG_SCHEME)
+    save_weights(model, run_dir.weights_file)
+    for old in run_dir.optimizer_steps():  # each marks a checkpoint that was the latest
+        if old != step:
+            if cfg.series_dtype != "float32":  # no longer the latest: it need not resume exactly
+                weights_file = run_dir.checkpoint_file(old)
+                save_tensors(weights_file, {k: w.to(getattr(torch, cfg.series_dtype)) for k, w in load_tensors(weights_file).items()})
+            run_dir.optimizer_file(old).unlink()
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup over ``warmup_steps``, then constant. ``step`` counts from 1."""
+    return cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+def _loop(run_dir: RunDir, task: Task, model, opt, cfg: TrainConfig, data: _Data, start: int, rows: list[dict], progress: bool,
+          on_eval: Optional[Callable[[list[dict]], None]]):
+    lean = cfg.train_forward == "lean"
+    model.train()
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"training {run_dir.name}", disable=not progress, initial=start, total=cfg.steps)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(cfg, step)
+        loss, _ = answer_loss_and_accuracy(model, task, data.batch(cfg, step), lean=lean)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            rows.extend(_evaluate(model, task, data, step, lean))
+            latest = {r["split"]: r["accuracy"] for r in rows[-len(data.eval_sets):]}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in latest.items()})
+            if on_eval is not None:
+                on_eval(rows[-len(data.eval_sets):])
+            if not checkpoint:  # a checkpoint writes the metrics itself
+                run_dir.write_metrics(rows)
+        if checkpoint:
+            _save_checkpoint(run_dir, model, opt, step, rows, cfg)
+    model.eval()
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def train(
+    task: Task,
+    out_dir,
+    preset: str = "nano",
+    train_cfg: Optional[TrainConfig] = None,
+    model_overrides: Optional[dict] = None,
+    command: Optional[list[str]] = None,
+    progress: bool = True,
+    device: str = "cpu",
+    on_eval: Optional[Callable[[list[dict]], None]] = None,
+) -> pd.DataFrame:
+    """Train a fresh model on ``task`` into the new run directory ``out_dir``; return the metrics DataFrame.
+
+    ``train_cfg``: the settings (default ``TrainConfig()``; ``TrainConfig.from_recipe("fast")`` for grokking).
+    ``device``: ``cpu`` (deterministic: the same seed gives the same run), ``cuda``, ``cuda:N`` or ``auto``.
+    ``on_eval``: called after each evaluation with its rows (dicts with step, split, loss, accuracy),
+    e.g. to time a run or draw live curves.
+    """
+    cfg = train_cfg or TrainConfig()
+    run_dir = RunDir(out_dir)
+    run_dir.require_new()
+    torch_device = resolve_device(device)
+    if task.has_ood and cfg.ood_digits is not None:
+        task.sample_ood(1, cfg.ood_digits)  # validates ood_digits before any work
+    model_cfg = model_config(task, preset, seed=cfg.seed, **(model_overrides or {}))
+    data = _Data(task, cfg, torch_device)
+    run_dir.create(RunConfig(task, model_cfg, cfg, provenance(command, preset=preset)), series=True)
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg, device=torch_device)
+    opt = _optimizer(model, cfg)
+    rows = _evaluate(model, task, data, 0, cfg.train_forward == "lean")
+    _save_checkpoint(run_dir, model, opt, 0, rows, cfg)
+    return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress, on_eval)
+
+
+# Fields that define the run's data; changing them midway would make another run.
+FIXED_ON_RESUME = ("seed", "n_train", "n_test", "n_eval", "ood_digits")
+
+
+def resume(run_dir, *, progress: bool = True, device: str = "cpu", on_eval: Optional[Callable[[list[dict]], None]] = None,
+           **overrides) -> pd.DataFrame:
+    """Continue a run from its latest complete checkpoint; return the metrics DataFrame.
+
+    ``overrides`` are TrainConfig fields to change from the recorded ones (e.g.
+    ``steps=3000`` to train further, or a new ``lr``); fields that define the
+    data (``FIXED_ON_RESUME``) cannot change. config.json then holds the new
+    values, and its provenance lists each resume (from which step, what changed),
+    so the record still says how the run was made. Everything is validated and
+    loaded before anything is written: a refused resume leaves the run untouched.
+    """
+    run_dir = RunDir(run_dir)
+    config = run_dir.read_config()
+    if config.training is None:
+        raise InputError(f"{run_dir} was imported, not trained by equiv-tools: there is nothing to resume")
+    if "recipe" in overrides and overrides["recipe"] != config.training.recipe:
+        raise InputError(f"a run keeps the recipe it started from (recorded: {config.training.recipe!r}); "
+                         "pass the settings to change instead (e.g. --lr)")
+    fixed = sorted(k for k in FIXED_ON_RESUME if k in overrides and overrides[k] != getattr(config.training, k))
+    if fixed:
+        recorded = ", ".join(f"{k}={getattr(config.training, k)!r}" for k in fixed)
+        raise InputError(f"{' and '.join(fixed)} {'defines' if len(fixed) == 1 else 'define'} the run's data and cannot change "
+                         f"on resume (recorded: {recorded}); train a new run instead")
+    cfg = TrainConfig.from_dict({**asdict(config.training), **overrides})
+    start = run_dir.read_state_step()
+    if start >= cfg.steps:
+        raise InputError(f"{run_dir} already finished {start} of {cfg.steps} steps; pass --steps N with N > {start} to train further")
+    torch_device = resolve_device(device)
+    model = build_model(config.model, device=torch_device)
+    load_weights(model, run_dir.checkpoint_file(start))
+    opt = _optimizer(model, cfg)
+    _load_optimizer(model, opt, load_tensors(run_dir.optimizer_file(start)), str(run_dir.optimizer_file(start)))
+    rows = [r for r in run_dir.read_metrics().to_dict("records") if r["step"] <= start]
+    data = _Data(config.task, cfg, torch_device)
+    # validated and loaded: only now touch the run directory
+    run_dir.remove_leftovers()
+    if cfg != config.training:
+        changed = {k: v for k, v in asdict(cfg).items() if v != getattr(config.training, k)}
+        prov = {**config.provenance, "resumes": [*config.provenance.get("resumes", []), {"from_step": start, "changed": changed}]}
+        run_dir.write_config(RunConfig(config.task, config.model, cfg, prov))
+    return _loop(run_dir, config.task, model, opt, cfg, data, start, rows, progress, on_eval)
