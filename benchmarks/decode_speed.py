@@ -6,8 +6,10 @@ with the same batch size, checks that the answers are identical, and prints
 sequences per second and the ratio. Each timing is the best of --repeats runs.
 Then, in a fresh subprocess, a map of 10^6 inputs (``maps.grid_answers`` on
 add3_nano, a and b in 1000..1999): its rate against the kit's, and how much it
-adds to the process's peak memory (VmHWM after, minus VmRSS before). The last
-line sums up add3_nano.
+adds to the process's peak memory (VmHWM after, minus VmRSS before). Then what
+the lean forward's probe against the bridge (``forward.lean.lean_forward``) costs:
+the kit's decode on add3_nano with and without it, alternating, best of 2 x --repeats
+runs each. The last line sums up add3_nano.
 
     python benchmarks/decode_speed.py [--n 10000] [--batch-size 1000] [--repeats 3]
 """
@@ -20,12 +22,15 @@ import time
 import numpy as np
 import torch
 
-from equiv_tools.forward.decoding import greedy_decode, naive_greedy_decode
 from equiv_tools.analysis.maps import grid_answers
-from equiv_tools.runs.models import load_run
 from equiv_tools.analysis.reproduce import load_paper_model, paper_checkpoint
+from equiv_tools.forward import decoding
+from equiv_tools.forward.decoding import greedy_decode, naive_greedy_decode
+from equiv_tools.forward.lean import LeanModel, fast_path_blocker
+from equiv_tools.runs.models import load_run
 
 MAP_VALUES = range(1000, 2000)  # a 1000 x 1000 OOD grid
+lean_forward_with_probe = decoding.lean_forward
 
 
 def best_time(fn, repeats):
@@ -88,6 +93,19 @@ def main():
     map_rate, kit_rate = result["n"] / result["seconds"], args.n / t_kit
     print(f"map: {result['n']:,} inputs (maps.grid_answers, a and b in 1000..1999) at {map_rate:,.0f} seq/s, "
           f"{map_rate / kit_rate:.2f} of the kit's rate, adding {result['added_mib']:,.0f} MiB to peak memory")
+    run = models["kit add3_nano"]
+    a, b = run.task.sample_ood(args.n, digits=4, seed=0)
+    decode = lambda: greedy_decode(run.model, run.task, a, b, batch_size=args.batch_size)
+    probed, unprobed = [], []
+    for _ in range(2 * args.repeats):  # alternating, so drift of the machine's speed hits both alike
+        probed.append(best_time(decode, 1)[0])
+        decoding.lean_forward = lambda model: None if fast_path_blocker(model) else LeanModel(model)  # no probe
+        try:
+            unprobed.append(best_time(decode, 1)[0])
+        finally:
+            decoding.lean_forward = lean_forward_with_probe
+    print(f"probe: the kit's decode takes {min(probed):.3f} s with the probe, {min(unprobed):.3f} s without "
+          f"({100 * (min(probed) / min(unprobed) - 1):+.1f}%)")
     print(f"decode: kit {kit_rate:.0f} seq/s, naive {args.n / t_naive:.0f} seq/s, ratio {t_naive / t_kit:.1f}x, identical {identical}")
 
 

@@ -23,7 +23,7 @@ from equiv_tools.core.rundir import RunDir
 from equiv_tools.core.tasks import AdditionTask, ModularDigitTask, ModularTask, MultiplicationTask, make_task
 
 _LAZY = {  # public name -> the module that defines it
-    "LeanModel": "forward.lean", "fast_path_blocker": "forward.lean",
+    "LeanModel": "forward.lean", "fast_path_blocker": "forward.lean", "lean_forward": "forward.lean",
     "greedy_decode": "forward.decoding", "naive_greedy_decode": "forward.decoding", "predict": "forward.decoding",
     "score_digits": "forward.decoding", "answer_probabilities": "forward.decoding",
     "build_model": "runs.models", "load_run": "runs.models", "Run": "runs.models",

@@ -294,7 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True, help="CSV to write: a,b,prediction (its folder must exist)")
     _add_device(p)
 
-    _add_sampling_args(command("relations", "rank candidate relations by agreement with the model on OOD inputs"), run_help, "OOD pairs")
+    p = command("relations", "rank candidate relations by agreement with the model on OOD inputs")
+    _add_sampling_args(p, run_help, "OOD pairs")
+    p.add_argument("--search", action="store_true",
+                   help="rank the grammar of digit truncations (search_relations) instead of the task's candidates, and say if none fits")
 
     p = command("reproduce", "the paper's headline numbers on its checkpoints and the kit's models")
     p.add_argument("--paper-dir", type=Path,
@@ -364,6 +367,12 @@ def _relations_text(report: dict) -> str:
     head = (f"{report['n']} OOD pairs with {report['ood_digits']}-digit operands "
             "(accuracy: exact matches; digit j: agreement at answer position j, 0 = units)")
     return head + "\n" + format_table(rows, columns)
+
+
+def _search_text(report: dict) -> str:
+    head = (f"{report['n']} OOD pairs with {report['ood_digits']}-digit operands; {report['searched']} relations of the grammar, "
+            f"the top {len(report['relations'])} (accuracy: exact matches)")
+    return "\n".join([head, format_table(report["relations"], {"relation": "relation", "accuracy": "accuracy"}), report["note"]])
 
 
 def _reproduce_text(rows: list[dict]) -> str:
@@ -484,9 +493,15 @@ def _cmd_predict(args, argv) -> int:
 def _cmd_relations(args, argv) -> int:
     device = _device(args)
     from equiv_tools.analysis.discovery import relations_report
+    from equiv_tools.analysis.relation_search import search_report
     from equiv_tools.runs.models import load_run
 
-    report = relations_report(load_run(args.run_dir, device=device), n=args.n, ood_digits=args.ood_digits, seed=args.seed)
+    run = load_run(args.run_dir, device=device)
+    if args.search:
+        report = search_report(run, n=args.n, ood_digits=args.ood_digits, seed=args.seed)
+        print(json.dumps(report) if args.json else _search_text(report))
+        return 0
+    report = relations_report(run, n=args.n, ood_digits=args.ood_digits, seed=args.seed)
     print(json.dumps(report) if args.json else _relations_text(report))
     return 0
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from equiv_tools.core.errors import InputError
 from equiv_tools.core.tasks import ModularTask, Task
-from equiv_tools.forward.lean import LeanModel, fast_path_blocker
+from equiv_tools.forward.lean import lean_forward
 from equiv_tools.runs.models import Run
 
 NEURON_HOOK = "blocks.0.mlp.hook_post"  # the MLP's activations after the ReLU: [batch, pos, d_mlp]
@@ -134,12 +134,13 @@ def _device(model) -> torch.device:
 def grid_logits(model, task: ModularTask) -> torch.Tensor:
     """The logits at the last position for every pair: [p, p, d_vocab_out].
 
-    The lean forward computes them where ``fast_path_blocker(model)`` allows (the bridge's logits to float
+    The lean forward computes them where ``lean_forward(model)`` allows (the bridge's logits to float
     rounding, last position only); with hooks attached, the bridge does (hooks honoured).
     """
     tokens = all_pair_tokens(task).to(_device(model))  # [p*p, 3]
-    if fast_path_blocker(model) is None:
-        logits = LeanModel(model)(tokens, logits_from=tokens.shape[1] - 1)[:, -1]  # [p*p, d_vocab_out]
+    lean = lean_forward(model)
+    if lean is not None:
+        logits = lean(tokens, logits_from=tokens.shape[1] - 1)[:, -1]  # [p*p, d_vocab_out]
     else:
         logits = model(tokens)[:, -1]
     return logits.double().cpu().reshape(task.p, task.p, -1)
@@ -196,9 +197,32 @@ def neuron_key_frequencies(neurons: pd.DataFrame, threshold: float = NEURON_THRE
 # --- restricted and excluded loss ----------------------------------------------------------------------
 
 
+def check_frequencies(p: int, frequencies: Sequence[int]) -> list[int]:
+    """``frequencies`` as a list, refused unless each is a whole number in 1..p//2 and none repeats.
+
+    Frequency k and p - k (and -k) name the same cos/sin pair, and 0 is the constant, which the restricted
+    loss keeps anyway: counting a direction twice would remove it twice from the excluded logits.
+    """
+    out = []
+    for k in frequencies:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise InputError(f"frequencies must be whole numbers, got {k!r}")
+        k = int(k)
+        if not 1 <= k <= p // 2:
+            alias = f"; {k} is the same frequency as {min(k % p, -k % p)}" if k % p and min(k % p, -k % p) else ""
+            raise InputError(f"frequencies must lie in 1..{p // 2} for p = {p} (0 is the constant, and k and p - k are one frequency), "
+                             f"got {k}{alias}")
+        if k in out:
+            raise InputError(f"frequency {k} is given twice; each key frequency counts once")
+        out.append(k)
+    return out
+
+
 def sum_directions(p: int, frequencies: Sequence[int]) -> np.ndarray:
     """Unit vectors over the p x p grid along cos(w_k(a+b)) and sin(w_k(a+b)), w_k = 2 pi k / p, for each k:
-    [directions, p, p]. They are orthogonal to each other and to the constant; a vanishing one (sin at k = p/2) is left out."""
+    [directions, p, p]. They are orthogonal to each other and to the constant; a vanishing one (sin at k = p/2) is left out.
+    ``frequencies`` are checked by ``check_frequencies``."""
+    frequencies = check_frequencies(p, frequencies)
     a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     out = []
     for k in frequencies:
@@ -234,6 +258,7 @@ def fourier_losses(model, task: Task, frequencies: Sequence[int], excluded_mask:
     task = modular_task(task, "restricted and excluded loss")
     if task.op != "add":
         raise InputError(f"restricted and excluded loss follow cos/sin(w(a+b)); {task.describe()} is not addition")
+    frequencies = check_frequencies(task.p, frequencies)  # before the grid is run
     logits = grid_logits(model, task)  # [p, p, vocab]
     key = key_component(logits, task.p, frequencies)
     restricted = logits.mean(dim=(0, 1), keepdim=True) + key

@@ -6,7 +6,7 @@ layer x head over all positions) with its value from a clean run, and measure th
 ``metric`` (logits [batch, pos, d_vocab_out] -> a scalar, or a 1-d tensor such as one value per
 answer position). Named variants are ``functools.partial``s of it (``patch_resid_pre_by_pos``, ...).
 
-Where ``forward.fast_path_blocker(model)`` is None the sweep runs the lean forward: it starts each
+Where ``forward.lean.lean_forward(model)`` gives a lean forward the sweep runs it: it starts each
 patched run at the patched layer (the layers below cannot change) and batches the patched indices.
 Otherwise it runs the bridge with ``run_with_hooks``, one forward per index, as TransformerLens does,
 so the user's hooks apply and the answer is always the hooked model's.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional, Sequence
 
@@ -31,13 +32,29 @@ import torch
 from equiv_tools.core.errors import InputError
 from equiv_tools.core.tasks import Task
 from equiv_tools.forward.decoding import greedy_decode
-from equiv_tools.forward.lean import LeanModel, fast_path_blocker
+from equiv_tools.forward.lean import LeanModel, lean_forward
 
 KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 BY = ("layer_pos", "layer_pos_head", "layer_head")
 MAX_ROWS = 8192  # sequences per batched lean forward: bounds memory, keeps the matrix products large
 
 Metric = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PositionMetric:
+    """A metric that reads the logits at ``positions`` only: logits [batch, pos, d_vocab_out] -> a scalar or [m].
+
+    The lean sweep then leaves later positions out. The kit's metrics are built as these. Any other callable,
+    a user's wrapper of a kit metric too (``functools.wraps`` copies attributes, never the class), counts as
+    reading every position.
+    """
+
+    fn: Metric
+    positions: range
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits)
 
 
 def hook_name(kind: str, layer: int) -> str:
@@ -93,7 +110,7 @@ def _sweep_bridge(model, corrupted, clean, metric, kind, by) -> list:
 
 
 @torch.no_grad()
-def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
+def _sweep_lean(lean: LeanModel, model, corrupted, clean, metric, kind, by) -> list:
     """The same sweep on the lean forward: values [layer][index].
 
     Only what a patch can change is computed again, from the corrupted run's activations:
@@ -104,15 +121,14 @@ def _sweep_lean(model, corrupted, clean, metric, kind, by) -> list:
       with that one position recomputed;
     - a sequence whose clean and corrupted activations are equal at the patched index is the
       corrupted run, so it is not run again;
-    - a metric with a ``positions`` attribute (a range; the kit's own metrics) reads the logits at
+    - a ``PositionMetric`` (the kit's own metrics) reads the logits at
       those positions only: later positions are not run, and the last layer computes queries,
       attention and MLP at the read positions only (``LeanModel.forward``'s ``logits_from``).
       A patch that can change none of them keeps the corrupted run's value.
     The remaining sequences of one position are run as one batch.
     """
-    lean = LeanModel(model)
     n_layers, batch, n_pos = model.cfg.n_layers, corrupted.shape[0], corrupted.shape[1]
-    reads = getattr(metric, "positions", range(n_pos))  # the logits' positions the metric reads
+    reads = metric.positions if isinstance(metric, PositionMetric) else range(n_pos)  # the logits' positions the metric reads
     names = [hook_name(kind, layer) for layer in range(n_layers)]
     kv_names = [f"blocks.{layer}.attn.hook_{x}" for layer in range(n_layers) for x in "kv"]
     resid = [f"blocks.{layer}.hook_resid_{s}" for layer in range(n_layers) for s in ("pre", "mid", "post")]
@@ -230,8 +246,12 @@ def activation_patch(
     _check(model, kind, by, corrupted_tokens, clean_tokens)
     device = next(model.parameters()).device
     corrupted, clean = corrupted_tokens.to(device), clean_tokens.to(device)
-    sweep = _sweep_lean if fast_path_blocker(model) is None else _sweep_bridge
-    values = torch.stack([torch.stack(v) for v in sweep(model, corrupted, clean, metric, kind, by)])  # [n_layers, n_indices(, m)]
+    lean = lean_forward(model)
+    if lean is None:
+        values = _sweep_bridge(model, corrupted, clean, metric, kind, by)
+    else:
+        values = _sweep_lean(lean, model, corrupted, clean, metric, kind, by)
+    values = torch.stack([torch.stack(v) for v in values])  # [n_layers, n_indices(, m)]
     n_layers, n_pos, n_heads = model.cfg.n_layers, corrupted.shape[1], model.cfg.n_heads
     shape = {"layer_pos": (n_layers, n_pos), "layer_pos_head": (n_layers, n_pos, n_heads), "layer_head": (n_layers, n_heads)}[by]
     return values.reshape(*shape, *values.shape[2:]).float().cpu()  # [n_layers, n_pos(, n_heads)(, m)] or [n_layers, n_heads(, m)]
@@ -269,8 +289,7 @@ def logit_difference(task: Task, clean_tokens: torch.Tensor, corrupted_tokens: t
         diff = at.gather(1, clean_digit[:, None].to(at.device)) - at.gather(1, corrupted_digit[:, None].to(at.device))
         return diff.mean()
 
-    metric.positions = range(task.prompt_len - 1 + answer_position, task.prompt_len + answer_position)  # the only logits it reads
-    return metric
+    return PositionMetric(metric, range(task.prompt_len - 1 + answer_position, task.prompt_len + answer_position))  # the only logits it reads
 
 
 def normalised_logit_difference(model, task: Task, clean_tokens, corrupted_tokens, answer_position: int) -> tuple[Metric, str]:
@@ -295,8 +314,7 @@ def normalised_logit_difference(model, task: Task, clean_tokens, corrupted_token
     def metric(logits):
         return (raw(logits) - corrupted_value) / (clean_value - corrupted_value)
 
-    metric.positions = raw.positions
-    return metric, "normalised_logit_diff"
+    return PositionMetric(metric, raw.positions), "normalised_logit_diff"
 
 
 def clean_digit_probability(task: Task, clean_tokens: torch.Tensor) -> Metric:
@@ -310,8 +328,7 @@ def clean_digit_probability(task: Task, clean_tokens: torch.Tensor) -> Metric:
         probs = _answer_logits(task, logits).float().softmax(-1)
         return probs.gather(2, answers[..., None].to(probs.device))[..., 0].mean(0)
 
-    metric.positions = range(task.prompt_len - 1, task.prompt_len - 1 + task.answer_len)  # the logits it reads
-    return metric
+    return PositionMetric(metric, range(task.prompt_len - 1, task.prompt_len - 1 + task.answer_len))  # the logits it reads
 
 
 # ---- ready-made pairs and tidy results ---------------------------------------------------------

@@ -22,6 +22,7 @@ from equiv_tools.core.tasks import DigitTask
 from equiv_tools.forward.decoding import greedy_decode
 
 TOLERANCE = 0.001  # relations this close to the best accuracy count as tied; the simplest of them comes first
+MIN_ACCURACY = 0.5  # a rule fits when most inputs follow it; below, the search reports that none does
 
 
 def relation_grammar(task: DigitTask) -> pd.DataFrame:
@@ -83,35 +84,57 @@ def rank_simplest_first(frame: pd.DataFrame, tolerance: float = TOLERANCE) -> pd
 class RelationSearch:
     """The grammar ranked against a model: ``frame`` best first, one row per relation, columns relation,
     accuracy (share of inputs where the model's greedy answer equals the relation's), terms, exponents,
-    a_mod, b_mod, reduced_mod. ``rules`` holds the ``Relation`` objects in the same order (for ``class_map``)."""
+    a_mod, b_mod, reduced_mod. ``rules`` holds the ``Relation`` objects in the same order (for ``class_map``).
+
+    ``found``: the top rule's accuracy reaches ``min_accuracy``. Where it does not, no rule of the grammar
+    fits: ``best`` refuses to name one, and ``note`` says so.
+    """
 
     frame: pd.DataFrame
     rules: tuple[Relation, ...]
+    min_accuracy: float = MIN_ACCURACY
+
+    @property
+    def found(self) -> bool:
+        return bool(self.frame["accuracy"].iloc[0] >= self.min_accuracy)
+
+    @property
+    def note(self) -> str:
+        """One line: the rule found and its accuracy, or that no rule fits (with the least bad one)."""
+        top = self.frame.iloc[0]
+        if self.found:
+            return f"{top['relation']} fits {top['accuracy']:.3f} of the inputs"
+        return f"no rule in the grammar fits (best: {top['relation']} at {top['accuracy']:.3f}, below {self.min_accuracy})"
 
     @property
     def best(self) -> Relation:
+        """The rule found; InputError where none fits (``found`` is False): ``frame`` still ranks them all."""
+        if not self.found:
+            raise InputError(self.note + "; inspect .frame, or search with a lower min_accuracy")
         return self.rules[0]
 
     def relation(self, name: str) -> Relation:
         for rule in self.rules:
             if rule.name == name:
                 return rule
-        raise InputError(f"{name!r} is not in the grammar searched; the best is {self.best.name!r}")
+        raise InputError(f"{name!r} is not in the grammar searched; the top one is {self.rules[0].name!r}")
 
     def summary(self) -> dict:
         top = self.frame.iloc[0]
-        return {"relation": top["relation"], "accuracy": float(top["accuracy"]), "terms": int(top["terms"]), "searched": len(self.frame)}
+        return {"relation": top["relation"], "accuracy": float(top["accuracy"]), "terms": int(top["terms"]),
+                "searched": len(self.frame), "found": self.found, "note": self.note}
 
 
 def search_relations(model, task: DigitTask, a, b, answers: Optional[np.ndarray] = None, batch_size: int = 4096,
-                     tolerance: float = TOLERANCE, sensitivity: Optional[pd.DataFrame] = None) -> RelationSearch:
+                     tolerance: float = TOLERANCE, sensitivity: Optional[pd.DataFrame] = None,
+                     min_accuracy: float = MIN_ACCURACY) -> RelationSearch:
     """Rank the grammar of ``task`` by agreement with the model's greedy answers on (a, b), each [n].
 
     The answers are decoded once with ``greedy_decode`` (the user's hooks apply) unless given as
     integers [n]; every relation is then scored with numpy. Among relations within ``tolerance``
     of the best accuracy, the one with the fewest terms (then the smallest exponents) comes first.
     With ``sensitivity`` (a ``digit_sensitivity`` frame of one split), only truncations to the digits the model
-    reads are searched (``read_digits``).
+    reads are searched (``read_digits``). A top accuracy below ``min_accuracy`` means no rule fits (``found``).
     """
     if not isinstance(task, DigitTask):
         raise InputError(f"search_relations needs a task in the digit layout; {task.describe()} has no digits to truncate")
@@ -131,4 +154,14 @@ def search_relations(model, task: DigitTask, a, b, answers: Optional[np.ndarray]
     grammar["accuracy"] = (relation_values(grammar, a, b) == answers[None, :]).mean(axis=1)  # [relations]
     ranked = rank_simplest_first(grammar, tolerance)
     columns = ["relation", "accuracy", "terms", "exponents", "a_mod", "b_mod", "reduced_mod"]
-    return RelationSearch(ranked[columns], tuple(ranked["rule"]))
+    return RelationSearch(ranked[columns], tuple(ranked["rule"]), min_accuracy)
+
+
+def search_report(run, n: int = 10_000, ood_digits: Optional[int] = None, seed: int = 0, top: int = 10) -> dict:
+    """The ``equiv-tools relations --search --json`` object for a run: the grammar searched on ``n`` OOD pairs,
+    its ``top`` relations (relation, accuracy), whether a rule fits (``found``) and the one-line ``note``."""
+    a, b = run.task.sample_ood(n, ood_digits, seed=seed)
+    search = search_relations(run.model, run.task, a, b)
+    rows = search.frame.head(top)[["relation", "accuracy"]].to_dict("records")
+    return {"ood_digits": run.task.train_digits + 1 if ood_digits is None else ood_digits, "n": int(a.size),
+            "searched": len(search.frame), "relations": rows, "found": search.found, "note": search.note}

@@ -13,10 +13,11 @@ Three ways to get a model's greedy answers, all giving the same tokens:
   guess is wrong are decoded. ``guess="auto"`` decodes a small pilot, picks the
   task's candidate relation that agrees best, and verifies the rest with it.
 
-The fast paths run only where ``forward.fast_path_blocker`` allows (no hooks
-attached, a configuration the lean forward implements); elsewhere
-``greedy_decode`` is ``naive_greedy_decode`` and ``score_digits`` runs its
-teacher-forced pass through the bridge, so every answer is the hooked model's.
+The fast paths run only where ``lean.lean_forward`` allows (no hooks
+attached, a configuration the lean forward implements, and a probe that finds
+it equal to the bridge); elsewhere ``greedy_decode`` is ``naive_greedy_decode``
+and ``score_digits`` runs its teacher-forced pass through the bridge, so every
+answer is the hooked model's.
 
 Work is chunked by ``batch_size``: a map of 10^6 inputs never holds more than
 one chunk's activations or cache. Token arrays are int64 [n, positions].
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 from equiv_tools.core.errors import InputError
 from equiv_tools.core.relations import Relation
 from equiv_tools.core.tasks import Task
-from equiv_tools.forward.lean import LeanModel, fast_path_blocker
+from equiv_tools.forward.lean import LeanModel, lean_forward
 
 PILOT_SIZE = 512
 
@@ -81,9 +82,8 @@ def _teacher_forced_argmax(forward, task: Task, prompt: torch.Tensor, answer: to
 
 
 def _exact_forward(model) -> tuple[object, torch.device]:
-    """(the lean forward where ``fast_path_blocker`` allows, else the bridge itself; the model's device)."""
-    forward = model if fast_path_blocker(model) is not None else LeanModel(model)
-    return forward, next(model.parameters()).device
+    """(the lean forward where ``lean_forward`` allows, else the bridge itself; the model's device)."""
+    return lean_forward(model) or model, next(model.parameters()).device
 
 
 def _guess_tokens(task: Task, values: np.ndarray) -> np.ndarray:
@@ -110,13 +110,12 @@ def guess_relation(model, task: Task, a, b) -> Optional[Relation]:
 
     The pilot is the first ``PILOT_SIZE`` inputs, decoded with the KV cache. Its
     result is a ``guess`` for ``greedy_decode``; the answers never depend on it.
-    None where the fast path is blocked (hooks attached, a setting the lean forward lacks):
+    None where the fast path is blocked (``lean_forward`` is None):
     the bridge then decodes without guesses.
     """
     a, b = task.check_operands(a, b)
-    if fast_path_blocker(model) is not None:
-        return None
-    return _pilot(LeanModel(model), task, a, b)[1]
+    lean = lean_forward(model)
+    return None if lean is None else _pilot(lean, task, a, b)[1]
 
 
 def _decode(
@@ -160,8 +159,8 @@ def greedy_decode(
     with it), a ``Relation`` or an array of guessed answers [n] to verify, or
     ``None`` for plain KV-cache decoding. The result does not depend on it.
     ``on_progress(fraction done)`` is called after each batch. Where
-    ``fast_path_blocker(model)`` names a reason (hooks attached, a setting
-    the lean forward lacks), this is ``naive_greedy_decode``: the bridge's answers.
+    ``lean_forward(model)`` is None (hooks attached, a setting the lean forward
+    lacks, a probe that finds it apart from the bridge), this is ``naive_greedy_decode``: the bridge's answers.
     """
     a, b = task.check_operands(a, b)
     if isinstance(guess, str) and guess != "auto":
@@ -173,9 +172,9 @@ def greedy_decode(
         guessed = _guess_tokens(task, np.asarray(guess, dtype=np.int64).reshape(-1))
         if guessed.shape[0] != a.size:
             raise InputError(f"guess has {guessed.shape[0]} answers for {a.size} inputs")
-    if fast_path_blocker(model) is not None:
+    lean = lean_forward(model)
+    if lean is None:
         return naive_greedy_decode(model, task, a, b, batch_size=batch_size, progress=progress, on_progress=on_progress)
-    lean = LeanModel(model)
     if isinstance(guess, str):
         head, relation = _pilot(lean, task, a, b)  # the pilot's answers are kept, not decoded again
         if on_progress is not None:
@@ -219,7 +218,7 @@ def score_digits(model, task: Task, a, b, targets, batch_size: int = 4096) -> np
     """Teacher-forced per-digit correctness against ``targets`` (answers as integers [n]): bool [n, answer_len].
 
     Column 0 is the units digit. A row is all True iff the greedy answer equals the target.
-    Runs the lean forward where ``fast_path_blocker`` allows, else the bridge with its hooks.
+    Runs the lean forward where ``lean_forward`` allows, else the bridge with its hooks.
     """
     a, b = task.check_operands(a, b)
     targets = np.asarray(targets, dtype=np.int64).reshape(-1)
@@ -242,7 +241,7 @@ def answer_probabilities(model, task: Task, a, b, batch_size: int = 4096) -> tup
 
     Column 0 is the first answer token (the units digit in the digit layout). Each probability is the
     softmax at that answer position under teacher forcing on the greedy answer. Like ``score_digits``,
-    runs the lean forward where ``fast_path_blocker`` allows, else the bridge with its hooks.
+    runs the lean forward where ``lean_forward`` allows, else the bridge with its hooks.
     """
     a, b = task.check_operands(a, b)
     tokens = greedy_decode(model, task, a, b, batch_size=batch_size)

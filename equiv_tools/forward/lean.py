@@ -3,9 +3,16 @@
 The TransformerBridge is the reference. ``LeanModel`` computes the same logits
 (the same arithmetic in a leaner order: equal to float rounding, about 1e-6) with less overhead and a KV cache, but only for
 configurations it implements and only while no hook is attached: hooks change
-what the bridge computes, and the lean forward has none. ``fast_path_blocker``
-says whether it may be used; every kit function that runs a model asks it first
-and runs the bridge otherwise.
+what the bridge computes, and the lean forward has none.
+
+Every kit function that runs a model asks ``lean_forward(model)``. It checks two things, and returns
+None (run the bridge) where either fails:
+
+* ``fast_path_blocker``, the cheap gate: no hook attached, float32 or float64 parameters, and a
+  configuration the lean forward implements;
+* a probe: a few sequences of random tokens through both the lean forward and the bridge, whose
+  logits must agree to float32 rounding. It catches what no list of settings names: a submodule's
+  ``forward`` replaced by hand, a ``cfg`` edited after the model was built, and the like.
 """
 from __future__ import annotations
 
@@ -70,15 +77,54 @@ def attached_hooks(model) -> list[str]:
     return names
 
 
+LEAN_DTYPES = (torch.float32, torch.float64)
+
+
 def fast_path_blocker(model) -> Optional[str]:
-    """Why the lean forward may not stand in for ``model`` (hooks attached, or a setting it lacks), or None if it may."""
+    """Why the lean forward may not stand in for ``model`` (hooks attached, parameters of a dtype it does not run,
+    or a setting it lacks), or None if it may. The cheap first gate; ``lean_forward`` also probes."""
     hooks = attached_hooks(model)
     if hooks:
         return f"hooks are attached ({', '.join(hooks[:3])}{', ...' if len(hooks) > 3 else ''})"
+    dtype = next(model.parameters()).dtype  # the parameters', not cfg.dtype: .half() leaves cfg as it was
+    if dtype not in LEAN_DTYPES:
+        return f"the parameters are {dtype}; the lean forward runs float32 and float64"
     unsupported = unsupported_settings(model.cfg)
     if unsupported:
         return "the lean forward does not implement " + ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
     return None
+
+
+PROBE_ROWS = 4  # random sequences the probe runs through both forwards
+PROBE_TOLERANCE = 1e-4  # relative to the largest logit: float32 rounding of these models is about 1e-6
+
+
+@torch.no_grad()
+def probe_gap(lean: "LeanModel", model) -> float:
+    """The largest difference between the lean forward's logits and the bridge's on ``PROBE_ROWS`` random full-length
+    sequences, relative to the bridge's largest logit (at least 1). Seeded: the same sequences every time."""
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, lean.d_vocab, (PROBE_ROWS, lean.pos.shape[0]), generator=generator).to(lean.device)
+    reference = model(tokens)
+    mine = lean.forward(tokens)
+    if mine.shape != reference.shape:
+        return float("inf")
+    scale = max(1.0, float(reference.abs().max()))
+    return float((mine.to(reference.dtype) - reference).abs().max()) / scale
+
+
+def lean_forward(model, differentiable: bool = False) -> Optional["LeanModel"]:
+    """A ``LeanModel`` that stands in for ``model`` in this call, or None where the bridge must run:
+    ``fast_path_blocker`` names a reason, or the probe finds the two forwards apart (``probe_gap`` above
+    ``PROBE_TOLERANCE``). Ask again for each call: the model may have changed in between."""
+    if fast_path_blocker(model) is not None:
+        return None
+    try:
+        lean = LeanModel(model, differentiable=differentiable)
+        agrees = probe_gap(lean, model) <= PROBE_TOLERANCE
+    except Exception:  # a model the lean forward cannot even run (a weight removed, a shape changed): the bridge's turn
+        return None
+    return lean if agrees else None
 
 
 def _causal_bias(n_q: int, offset: int, device) -> torch.Tensor:

@@ -32,13 +32,13 @@ from typing import Optional
 
 import torch
 
-from equiv_tools.core.config import RunConfig, model_config
-from equiv_tools.forward.devices import resolve_device
+from equiv_tools.core.config import PRESETS, RunConfig, model_config
 from equiv_tools.core.errors import InputError
-from equiv_tools.runs.models import Run, build_model, check_task_fits_model, check_weights, provenance, write_run
 from equiv_tools.core.files import read_json
-from equiv_tools.runs.storage import load_tensors
 from equiv_tools.core.tasks import ModularTask, Task
+from equiv_tools.forward.devices import resolve_device
+from equiv_tools.runs.models import Run, build_model, check_task_fits_model, check_weights, provenance, write_run
+from equiv_tools.runs.storage import load_tensors
 
 GROKKING_FORMAT = "nanda-grokking"
 GROKKING_KEYS = (
@@ -47,6 +47,24 @@ GROKKING_KEYS = (
     "blocks.0.mlp.W_in", "blocks.0.mlp.b_in", "blocks.0.mlp.W_out", "blocks.0.mlp.b_out",
 )
 FN_NAMES = {"add": "add"}  # the source config's fn_name -> ModularTask.op; other functions of the paper have no kit task
+# The source config's model fields -> the value the kit's ``grokking`` preset has (``p`` stands for the modulus).
+GROKKING_MODEL_FIELDS = {
+    "num_layers": PRESETS["grokking"]["n_layers"], "num_heads": PRESETS["grokking"]["n_heads"],
+    "d_model": PRESETS["grokking"]["d_model"], "d_head": PRESETS["grokking"]["d_head"], "d_mlp": PRESETS["grokking"]["d_mlp"],
+    "act_type": "ReLU", "use_ln": False, "n_ctx": 3, "d_vocab": "p + 1",
+}
+
+
+def grokking_shapes(p: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight of Nanda et al.'s model at the ``grokking`` preset's size, for modulus ``p``."""
+    g = PRESETS["grokking"]
+    d_model, heads, d_head, d_mlp, vocab = g["d_model"], g["n_heads"], g["d_head"], g["d_mlp"], p + 1
+    return {
+        "embed.W_E": (d_model, vocab), "pos_embed.W_pos": (3, d_model), "unembed.W_U": (d_model, vocab),
+        **{f"blocks.0.attn.W_{x}": (heads, d_head, d_model) for x in "QKV"}, "blocks.0.attn.W_O": (d_model, heads * d_head),
+        "blocks.0.mlp.W_in": (d_mlp, d_model), "blocks.0.mlp.b_in": (d_mlp,),
+        "blocks.0.mlp.W_out": (d_model, d_mlp), "blocks.0.mlp.b_out": (d_model,),
+    }
 
 
 def read_grokking_config(path) -> dict:
@@ -55,6 +73,14 @@ def read_grokking_config(path) -> dict:
     if not isinstance(source, dict) or "p" not in source:
         raise InputError(f"{path} is not a grokking run config: it has no field 'p'")
     fields = {"p": source["p"]}
+    for name, expected in GROKKING_MODEL_FIELDS.items():
+        if expected == "p + 1":
+            expected = source["p"] + 1 if isinstance(source["p"], int) else None
+        value = source.get(name, expected)
+        same = value.lower() == expected.lower() if isinstance(value, str) and isinstance(expected, str) else value == expected
+        if not same or type(value) is not type(expected):
+            raise InputError(f"{path}: {name} is {value!r}, but the kit imports Nanda et al.'s model as its grokking preset, "
+                             f"which has {name} = {expected!r}; this config describes another model")
     if "fn_name" in source:
         if source["fn_name"] not in FN_NAMES:
             raise InputError(f"{path}: fn_name {source['fn_name']!r} has no kit task; the kit imports {sorted(FN_NAMES)}")
@@ -78,6 +104,12 @@ def grokking_to_bridge(state: dict[str, torch.Tensor], source: str = "the checkp
     if unused:
         raise InputError(f"{source} holds weights the grokking mapping does not use: {unused[:6]}; it is not the one-layer "
                          "format the kit imports (no LayerNorm, no attention or unembedding biases)")
+    for key, shape in grokking_shapes(int(state["embed.W_E"].shape[-1]) - 1).items():
+        if tuple(state[key].shape) != shape:
+            raise InputError(f"{source}: {key} has shape {tuple(state[key].shape)}, but the grokking preset (n_heads="
+                             f"{PRESETS['grokking']['n_heads']}, d_head={PRESETS['grokking']['d_head']}, d_model="
+                             f"{PRESETS['grokking']['d_model']}, d_mlp={PRESETS['grokking']['d_mlp']}) needs {shape}; "
+                             "the kit imports Nanda et al.'s model size only")
     w = {k: v.float() for k, v in state.items()}
     heads_d_model = lambda t: t.reshape(-1, t.shape[-1])  # [heads, d_head, d_model] -> [heads*d_head, d_model], heads in order
     d_model = w["embed.W_E"].shape[0]

@@ -23,7 +23,7 @@ from equiv_tools.core.errors import InputError
 from equiv_tools.core.rundir import METRIC_COLUMNS, RunDir
 from equiv_tools.core.tasks import Task
 from equiv_tools.forward.devices import resolve_device
-from equiv_tools.forward.lean import LeanModel, fast_path_blocker
+from equiv_tools.forward.lean import LeanModel, fast_path_blocker, lean_forward
 from equiv_tools.runs.models import build_model, load_weights, provenance, save_weights
 from equiv_tools.runs.storage import load_tensors, save_tensors
 
@@ -39,12 +39,18 @@ def answer_loss_and_accuracy(model, task: Task, seqs: torch.Tensor, lean: bool =
 
     ``seqs`` [batch, seq_len] -> (scalar loss, bool [batch]). ``lean``: compute the logits with the lean
     forward over the model's parameters (gradients reach them), at the answer positions only, where
-    ``fast_path_blocker(model)`` allows; with hooks attached, the bridge computes them (hooks honoured).
+    ``lean_forward(model)`` allows; elsewhere (hooks attached, ...) the bridge computes them (hooks honoured).
     """
-    if lean and fast_path_blocker(model) is None:
-        logits = LeanModel(model, differentiable=True).forward(seqs[:, :-1], logits_from=task.prompt_len - 1)
+    forward = lean_forward(model, differentiable=True) if lean else None
+    return _answer_loss_and_accuracy(model if forward is None else forward, task, seqs)
+
+
+def _answer_loss_and_accuracy(forward, task: Task, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``answer_loss_and_accuracy`` with ``forward`` chosen: the bridge, or a ``LeanModel`` over its weights."""
+    if isinstance(forward, LeanModel):
+        logits = forward.forward(seqs[:, :-1], logits_from=task.prompt_len - 1)
     else:
-        logits = model(seqs[:, :-1])[:, task.prompt_len - 1 :]
+        logits = forward(seqs[:, :-1])[:, task.prompt_len - 1 :]
     target = seqs[:, task.prompt_len :]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
     return loss, (logits.argmax(-1) == target).all(dim=1)
@@ -69,12 +75,25 @@ class _Data:
         return self.train[torch.from_numpy(idx).to(self.train.device)]
 
 
+def _lean_agrees(model, cfg: TrainConfig) -> bool:
+    """Whether this run's steps and evaluations may take the lean forward: ``train_forward`` asks for it and
+    ``lean_forward`` (its gate and probe) allows it. Asked once per ``train``/``resume``; each step then checks
+    the cheap gate only (a hook attached from ``on_eval`` sends the following steps to the bridge)."""
+    return cfg.train_forward == "lean" and lean_forward(model) is not None
+
+
+def _forward(model, lean_agrees: bool, differentiable: bool = False):
+    """The forward for one step or evaluation: a ``LeanModel`` over the current weights, or the bridge."""
+    return LeanModel(model, differentiable=differentiable) if lean_agrees and fast_path_blocker(model) is None else model
+
+
 @torch.no_grad()
-def _evaluate(model, task: Task, data: _Data, step: int, lean: bool = False) -> list[dict]:
+def _evaluate(model, task: Task, data: _Data, step: int, lean_agrees: bool) -> list[dict]:
     model.eval()
+    forward = _forward(model, lean_agrees)
     rows = []
     for split, seqs in data.eval_sets.items():
-        loss, correct = answer_loss_and_accuracy(model, task, seqs, lean=lean)
+        loss, correct = _answer_loss_and_accuracy(forward, task, seqs)
         rows.append({"step": step, "split": split, "loss": float(loss), "accuracy": float(correct.float().mean())})
     model.train()
     return rows
@@ -130,14 +149,13 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def _loop(run_dir: RunDir, task: Task, model, opt, cfg: TrainConfig, data: _Data, start: int, rows: list[dict], progress: bool,
-          on_eval: Optional[Callable[[list[dict]], None]]):
-    lean = cfg.train_forward == "lean"
+          on_eval: Optional[Callable[[list[dict]], None]], lean_agrees: bool):
     model.train()
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"training {run_dir.name}", disable=not progress, initial=start, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, step)
-        loss, _ = answer_loss_and_accuracy(model, task, data.batch(cfg, step), lean=lean)
+        loss, _ = _answer_loss_and_accuracy(_forward(model, lean_agrees, differentiable=True), task, data.batch(cfg, step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
@@ -145,7 +163,7 @@ def _loop(run_dir: RunDir, task: Task, model, opt, cfg: TrainConfig, data: _Data
         opt.step()
         checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            rows.extend(_evaluate(model, task, data, step, lean))
+            rows.extend(_evaluate(model, task, data, step, lean_agrees))
             latest = {r["split"]: r["accuracy"] for r in rows[-len(data.eval_sets):]}
             bar.set_postfix({k: f"{v:.3f}" for k, v in latest.items()})
             if on_eval is not None:
@@ -188,9 +206,10 @@ def train(
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, device=torch_device)
     opt = _optimizer(model, cfg)
-    rows = _evaluate(model, task, data, 0, cfg.train_forward == "lean")
+    lean_agrees = _lean_agrees(model, cfg)
+    rows = _evaluate(model, task, data, 0, lean_agrees)
     _save_checkpoint(run_dir, model, opt, 0, rows, cfg)
-    return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress, on_eval)
+    return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress, on_eval, lean_agrees)
 
 
 # Fields that define the run's data; changing them midway would make another run.
@@ -237,4 +256,4 @@ def resume(run_dir, *, progress: bool = True, device: str = "cpu", on_eval: Opti
         changed = {k: v for k, v in asdict(cfg).items() if v != getattr(config.training, k)}
         prov = {**config.provenance, "resumes": [*config.provenance.get("resumes", []), {"from_step": start, "changed": changed}]}
         run_dir.write_config(RunConfig(config.task, config.model, cfg, prov))
-    return _loop(run_dir, config.task, model, opt, cfg, data, start, rows, progress, on_eval)
+    return _loop(run_dir, config.task, model, opt, cfg, data, start, rows, progress, on_eval, _lean_agrees(model, cfg))

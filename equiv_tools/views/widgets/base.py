@@ -11,7 +11,7 @@ import ipywidgets as W
 from equiv_tools.analysis.discovery import best_relation
 from equiv_tools.analysis.reproduce import model_catalog
 from equiv_tools.core.errors import InputError
-from equiv_tools.forward.lean import attached_hooks
+from equiv_tools.forward.state import model_state
 from equiv_tools.runs.models import Run, load_run
 
 MAX_GRID_POINTS = 40_000
@@ -22,14 +22,6 @@ def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
-
-
-def model_state(model) -> Optional[tuple]:
-    """A key that changes when the model's weights change in place or it is replaced; None while hooks are
-    attached (their effect cannot be keyed, so nothing computed under them is cached)."""
-    if attached_hooks(model):
-        return None
-    return id(model), sum(p._version for p in model.parameters())
 
 
 def error_html(exc: Exception) -> str:
