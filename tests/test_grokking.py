@@ -38,6 +38,21 @@ def test_shipped_series_groks_in_three_phases():
     assert RunDir(shipped_data_dir() / "grok113_fast").checkpoint_steps() == list(range(0, 601, 30))
 
 
+def test_a_collapse_after_memorisation_is_not_clean():
+    from equiv_tools.runs.grokking import is_clean, memorised_step, train_accuracy_floor
+    from equiv_tools.runs.training import read_metrics
+
+    train = lambda accuracies: pd.DataFrame({"step": [10 * i for i in range(len(accuracies))], "split": "train", "loss": 0.0,
+                                             "accuracy": accuracies})
+    steady = train([0.1, 0.6, 0.99, 0.97, 1.0, 1.0])  # reaches 0.99 at step 20 and never falls below 0.95 again
+    assert memorised_step(steady) == 20 and train_accuracy_floor(steady) == 0.97 and is_clean(steady)
+    assert not is_clean(train([0.1, 0.99, 0.5, 1.0]))  # a collapse to 0.5, then recovery
+    assert memorised_step(train([0.1, 0.5])) is None and not is_clean(train([0.1, 0.5]))  # never memorised
+    # the shipped fast series: memorised at step 70, then train accuracy fell to 0.225 near step 180 (the slingshot)
+    fast = read_metrics(shipped_data_dir() / "grok113_fast")
+    assert memorised_step(fast) == 70 and round(train_accuracy_floor(fast), 3) == 0.225 and not is_clean(fast)
+
+
 def _tiny_grokking_run(tmp_path):
     from equiv_tools import ModularTask, TrainConfig, train
 

@@ -52,3 +52,27 @@ def grokking_phases(metrics: pd.DataFrame, level: float = 0.99) -> pd.DataFrame:
         raise InputError(f"test loss never falls below its step-0 value {chance:.3f} after memorisation (step {m})")
     c, end = int(recovering.step.iloc[0]), int(test.step.iloc[-1])
     return pd.DataFrame({"phase": PHASES, "start": [0, m, c], "end": [m, c, end]})
+
+
+def memorised_step(metrics: pd.DataFrame, level: float = 0.99) -> Optional[int]:
+    """The first evaluated step at which train accuracy reaches ``level``, or None if it never does."""
+    train = metrics[metrics.split == "train"].sort_values("step")
+    reached = train[train.accuracy >= level]
+    return None if reached.empty else int(reached.step.iloc[0])
+
+
+def train_accuracy_floor(metrics: pd.DataFrame, level: float = 0.99) -> Optional[float]:
+    """The lowest train accuracy from the step it first reaches ``level`` on (None if it never does). A run whose
+    floor stays high memorised once; a low floor is a collapse, as large learning rates with Adam give
+    (the slingshot: Thilak et al. 2022)."""
+    step = memorised_step(metrics, level)
+    if step is None:
+        return None
+    train = metrics[(metrics.split == "train") & (metrics.step >= step)]
+    return float(train.accuracy.min())
+
+
+def is_clean(metrics: pd.DataFrame, floor: float = 0.95, level: float = 0.99) -> bool:
+    """Whether a run memorised without collapsing: train accuracy never below ``floor`` after it first reached ``level``."""
+    lowest = train_accuracy_floor(metrics, level)
+    return lowest is not None and lowest >= floor
