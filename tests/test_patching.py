@@ -197,15 +197,28 @@ def test_patching_leaves_the_model_in_the_mode_it_found(add3_nano):
     model, task = add3_nano.model.eval(), add3_nano.task
     expected = P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre"])
     expected_difference = P.activation_difference(model, task, 1349, 2705, 349, 705, n_typical=16)
+    # The bridge has no dropout, so its numbers are the same in either mode and cannot show which one ran: a hook
+    # records, at every forward, whether any module was in train mode (with a hook attached the kit runs the bridge).
+    modes = []
     model.train()
     try:
-        assert P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre"]).equals(expected)  # computed in eval mode
+        assert P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre"]).equals(expected)
         assert model.training
         assert P.activation_difference(model, task, 1349, 2705, 349, 705, n_typical=16).equals(expected_difference)
+        assert model.training
+        model.add_hook("blocks.0.hook_resid_pre", lambda act, hook: modes.append(any(m.training for m in model.modules())))
+        P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre"])
+        # fails if patch_pair ran in train mode (eval_mode a no-op, or only the top module's flag set): a True recorded
+        assert len(modes) > 45 and not any(modes)  # 45 patched runs, and the greedy decoding before them
+        assert model.training  # fails if eval_mode did not put the mode back
+        modes.clear()
+        P.activation_difference(model, task, 1349, 2705, 349, 705, n_typical=16)
+        assert modes and not any(modes)  # fails if activation_difference ran in train mode
         assert model.training
         with pytest.raises(InputError, match="unknown sweep"):
             P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["no such sweep"])
         assert model.training  # also after an error
     finally:
+        model.reset_hooks()
         model.eval()
     assert not model.training
