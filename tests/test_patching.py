@@ -100,10 +100,31 @@ def test_normalised_logit_difference_on_one_hundreds_digit(add3_nano, normalised
 
 def test_undefined_normalisation_warns_and_reports_the_raw_difference(add3_nano):
     model, task = add3_nano.model.eval(), add3_nano.task
+    # 1054 and 1154 agree at the units digit: the normalisation (raw - corrupted) / (clean - corrupted) would be 0 / 0 there
     with pytest.warns(UserWarning, match="undefined"):
         frame = P.patch_pair(model, task, CLEAN, CORRUPTED, sweeps=["resid_pre"], answer_position=0)
     assert set(frame.measure) == {"logit_diff"}
-    assert np.allclose(frame.value, 0.0)  # the same digit's logit minus itself
+    # the raw difference is the same digit's logit minus itself, exactly 0.0 for every patch
+    # fails if the undefined normalisation were applied all the same: 0 / 0 is NaN
+    assert (frame.value == 0.0).all()
+    # Through patch_pair the raw difference is 0 by construction (greedy answers make the normalisation undefined only
+    # where the digits agree), so the fallback metric is checked where it is not 0: sequences that differ only in their
+    # last answer digit, which no teacher-forced input contains, give the clean and the corrupted run the same logits.
+    clean_tokens = P.answered_tokens(model, task, *CLEAN)  # [1, 16]
+    other_tokens = clean_tokens.clone()
+    other_tokens[:, -1] = (clean_tokens[:, -1] + 3) % 10
+    last = task.answer_len - 1
+    with pytest.warns(UserWarning, match="undefined"):
+        metric, measure = P.normalised_logit_difference(model, task, clean_tokens, other_tokens, answer_position=last)
+    assert measure == "logit_diff"
+    with torch.no_grad():  # any run's logits: the corrupted input's
+        logits = model(P.answered_tokens(model, task, *CORRUPTED)[:, :-1])  # [1, 15, d_vocab_out]
+    read = logits[0, task.prompt_len - 1 + last]  # the logits that predict the last answer digit
+    by_hand = read[clean_tokens[0, -1]] - read[other_tokens[0, -1]]  # the raw logit difference, from the bridge's logits
+    assert abs(float(by_hand)) > 1  # not 0 by construction
+    # fails if the undefined case reported anything but logit[clean digit] - logit[corrupted digit] (zeros, the other
+    # digit's sign, a probability, a normalised value): the same two float32 logits subtracted, so equal exactly
+    assert float(metric(logits)) == float(by_hand)
 
 
 def test_clean_digit_probability_per_answer_position(add3_nano):
