@@ -9,6 +9,7 @@ from equiv_tools.cli import main
 from equiv_tools.core.config import RECIPES
 from equiv_tools.core.rundir import RunDir
 from equiv_tools.runs.storage import load_tensors
+from tests.tolerance import assert_close
 
 SMALL = ModularTask(p=23)
 TINY = dict(d_model=32, d_head=8, d_mlp=64)
@@ -41,15 +42,15 @@ def test_cli_recipe_fills_defaults_and_records_every_setting(tmp_path, capsys):
 
 
 def test_lean_step_trains_the_same_model_as_the_bridge_to_float_rounding(tmp_path):
-    """Same seed, same data: the first evaluated loss after one step agrees to 1e-5 between the two training forwards."""
+    """Same seed, same data: the evaluated losses agree between the two training forwards, up to float32 rounding."""
     runs = {}
     for forward in ("bridge", "lean"):
         cfg = TrainConfig(steps=3, batch_size=None, lr=1e-2, weight_decay=1.0, warmup_steps=0, grad_clip=None, eval_every=1,
                           checkpoint_every=3, train_forward=forward)
         runs[forward] = train(SMALL, tmp_path / forward, preset="grokking", train_cfg=cfg, model_overrides=TINY, progress=False)
     bridge, lean = (runs[f].set_index(["split", "step"]).loss for f in ("bridge", "lean"))
-    assert abs(bridge.loc[("train", 0)] - lean.loc[("train", 0)]) < 1e-6  # the same initial model
-    assert (bridge - lean).abs().max() < 1e-5
+    assert_close(lean.loc[("train", 0)], bridge.loc[("train", 0)])  # the same initial model
+    assert_close(lean, bridge)  # three steps on: rounding relative to the losses
     assert lean.loc[("train", 3)] < lean.loc[("train", 0)] - 0.05  # and the steps did train
 
 

@@ -17,18 +17,21 @@ from equiv_tools.runs.models import Run, build_model
 from equiv_tools.analysis.patching import patch_pair
 from equiv_tools.core.tasks import ModularTask
 from equiv_tools.views.widgets import EquivalenceExplorer, MapViewer, PatchingExplorer
+from tests.tolerance import assert_close, magnitude, normalised_logit_scale
 
 CHIP = re.compile(r"<span class='et-chip'[^>]*><span[^>]*>(\d+)</span><small class='et-prob'[^>]*>([\d.]+)</small></span>")
 
 
 def bridge_answer(run, a, b):
-    """The bridge's greedy answer tokens (units first) and its teacher-forced probability of each, for one pair."""
+    """The bridge's greedy answer tokens (units first), its teacher-forced probability of each, for one pair, and the largest
+    |logit| there: the scale of the probabilities' float32 rounding (a probability inherits its logits' absolute error)."""
     task = run.task
     tokens = naive_greedy_decode(run.model, task, [a], [b])
     sequence = torch.from_numpy(task.encode([a], [b], task.decode_answer(tokens)))
     with torch.no_grad():
-        probs = torch.softmax(run.model(sequence[:, :-1])[:, task.prompt_len - 1 :], dim=-1)[0]
-    return tokens[0].tolist(), probs.gather(-1, sequence[0, task.prompt_len :, None])[:, 0].tolist()
+        logits = run.model(sequence[:, :-1])[:, task.prompt_len - 1 :]
+    probs = torch.softmax(logits, dim=-1)[0]
+    return tokens[0].tolist(), probs.gather(-1, sequence[0, task.prompt_len :, None])[:, 0].tolist(), magnitude(logits)
 
 
 def chips(explorer):
@@ -73,9 +76,9 @@ def test_explorer_shows_the_equivalence(explorer, add3_nano):
     assert r["relation"] == "(a mod 10^3) + (b mod 10^3)" and r["matches_relation"] and not r["correct"]
     assert r["per_digit"] == [True, True, True, False, True, True]  # only the thousands digit is wrong
     assert "answers as 349 + 705" in explorer.answer.value and "1054" in explorer.answer.value
-    tokens, probs = bridge_answer(add3_nano, 1349, 2705)
+    tokens, probs, logit_scale = bridge_answer(add3_nano, 1349, 2705)
     assert r["tokens"] == tokens == [4, 5, 0, 1, 0, 0]
-    np.testing.assert_allclose(r["probabilities"], probs, atol=5e-5)
+    assert_close(r["probabilities"], probs, scale=logit_scale)
     # one chip per answer digit, most significant first, the probability under each
     assert chips(explorer) == [(str(t), f"{p:.2f}") for t, p in zip(tokens[::-1], r["probabilities"][::-1])]
     assert [t for t, _ in chips(explorer)] == list("001054")
@@ -108,15 +111,15 @@ def test_explorer_keeps_the_operands_across_models(switcher, tiny_run, grok_run)
     switcher.models.dropdown.value = "tiny"
     assert (switcher.a_text.value, switcher.b_text.value) == ("12", "7")
     assert (switcher.a_slider.value, switcher.b_slider.value, switcher.a_slider.max) == (12, 7, 99)
-    tokens, _ = bridge_answer(tiny_run, 12, 7)
+    tokens, _, _ = bridge_answer(tiny_run, 12, 7)
     assert (switcher.result["a"], switcher.result["b"]) == (12, 7) and switcher.result["tokens"] == tokens
     assert [t for t, _ in chips(switcher)] == [str(t) for t in tokens[::-1]]  # width 2: three answer digits
 
     switcher.models.dropdown.value = "grok"  # one answer token in [0, 113): one chip for the whole answer
     r = switcher.result
-    tokens, probs = bridge_answer(grok_run, 12, 7)
+    tokens, probs, logit_scale = bridge_answer(grok_run, 12, 7)
     assert (r["a"], r["b"], r["answer"], r["truth"], r["tokens"]) == (12, 7, 112, 19, [112]) and tokens == [112]
-    np.testing.assert_allclose(r["probabilities"], probs, atol=5e-5)
+    assert_close(r["probabilities"], probs, scale=logit_scale)
     assert chips(switcher) == [("112", f"{probs[0]:.2f}")] and r["rep_a"] is None
 
     switcher.a_text.value = "1349"  # too wide for p = 113: a message, and the operand stays as typed
@@ -277,11 +280,13 @@ def test_patching_explorer_draws_patch_pairs_frame(patcher, add3_nano):
     expected = patch_pair(model, task, (349, 705), (449, 705), sweeps=["resid_pre"])
     frame = patcher.frame
     assert frame[["kind", "layer", "position", "head", "answer_position", "measure"]].equals(expected.drop(columns="value"))
-    np.testing.assert_allclose(frame.value, expected.value, atol=1e-6)
+    assert frame.value.tolist() == expected.value.tolist()  # patch_pair with the same arguments: the same numbers, bit for bit
     grid = expected.pivot(index="layer", columns="position", values="value").to_numpy()  # [3 layers, 15 positions]
-    np.testing.assert_allclose(heatmap(patcher.figure), grid, atol=1e-6)
+    assert heatmap(patcher.figure).tolist() == grid.tolist()  # drawn as computed
     # a's hundreds digit (position 2) is all that differs before layer 0: patching it there restores the clean run
-    assert grid[0, 2] == pytest.approx(1.0, abs=1e-5) and np.abs(np.delete(grid[0], 2)).max() < 1e-5
+    scale = normalised_logit_scale(model, task, (349, 705), (449, 705), answer_position=2)
+    assert_close(grid[0, 2], 1.0, scale=scale)
+    assert_close(np.delete(grid[0], 2), 0.0, scale=scale)
     assert 0.9 < grid[2, 11] < 1.1  # by layer 2 it sits at ans[10^1], the position that writes the hundreds digit
     assert (frame.measure == "normalised_logit_diff").all() and set(frame.answer_position) == {2}
     assert "(model: 1054)" in patcher.readout.value and "(model: 1154)" in patcher.readout.value
@@ -289,7 +294,7 @@ def test_patching_explorer_draws_patch_pairs_frame(patcher, add3_nano):
 
     patcher.sweep.value = "head_out_all_pos"  # one panel, heads as columns
     expected = patch_pair(model, task, (349, 705), (449, 705), sweeps=["head_out_all_pos"])
-    np.testing.assert_allclose(heatmap(patcher.figure), expected.pivot(index="layer", columns="head", values="value").to_numpy(), atol=1e-6)
+    assert heatmap(patcher.figure).tolist() == expected.pivot(index="layer", columns="head", values="value").to_numpy().tolist()
     assert "head" in patcher.readout.value.split("largest:")[1]
 
 
@@ -318,8 +323,8 @@ def test_patching_explorer_caches_per_model_state(patcher, add3_nano, monkeypatc
         patcher.sweep.value = "resid_pre"
         assert calls == [["mlp_out"], ["mlp_out"], ["resid_pre"]]  # under hooks nothing comes from the cache
         expected = real(add3_nano.model, add3_nano.task, (349, 705), (449, 705), sweeps=["resid_pre"])  # the hooked model's numbers
-        np.testing.assert_allclose(patcher.frame.value, expected.value, atol=1e-6)
-        assert np.abs(patcher.frame.value.to_numpy() - first.value.to_numpy()).max() > 1e-3
+        assert patcher.frame.value.tolist() == expected.value.tolist()  # the same call: bit for bit
+        assert np.abs(patcher.frame.value.to_numpy() - first.value.to_numpy()).max() > 1e-3  # the hook matters (an effect size)
     finally:
         add3_nano.model.reset_hooks()
     patcher.sweep.value = "mlp_out"
@@ -346,4 +351,4 @@ def test_patching_explorer_follows_the_models_task(patcher, tiny_run):
     assert "too wide" in patcher.message.value and len(patcher.answer_position.options) == 1 + 3
     patcher.clean_a.value, patcher.clean_b.value, patcher.corrupted_a.value, patcher.corrupted_b.value = "12", "7", "13", "7"
     expected = patch_pair(tiny_run.model, tiny_run.task, (12, 7), (13, 7), sweeps=["resid_pre"])
-    assert patcher.message.value == "" and np.allclose(patcher.frame.value, expected.value, atol=1e-6)
+    assert patcher.message.value == "" and patcher.frame.value.tolist() == expected.value.tolist()  # the same call: bit for bit
