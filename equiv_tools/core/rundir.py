@@ -112,13 +112,16 @@ class RunDir(os.PathLike):
 
     def checkpoint_steps(self) -> list[int]:
         """The steps of the saved weight series, ascending (``[]`` for imported runs)."""
-        names = (p.name.removesuffix(".safetensors") for p in self.checkpoint_dir.glob("step_*.safetensors") if ".optimizer." not in p.name)
-        return sorted(int(name.removeprefix("step_")) for name in names if name.removeprefix("step_").isdigit())
+        return self._steps(".safetensors")
 
     def optimizer_steps(self) -> list[int]:
         """The steps whose checkpoint still has its optimizer file, ascending."""
-        names = (p.name.removesuffix(".optimizer.safetensors") for p in self.checkpoint_dir.glob("step_*.optimizer.safetensors"))
-        return sorted(int(name.removeprefix("step_")) for name in names if name.removeprefix("step_").isdigit())
+        return self._steps(".optimizer.safetensors")
+
+    def _steps(self, suffix: str) -> list[int]:
+        """N of every ``checkpoints/step_N{suffix}`` (``step_N.optimizer.safetensors`` is not a ``.safetensors`` step: its N is not digits)."""
+        numbers = (p.name.removeprefix("step_").removesuffix(suffix) for p in self.checkpoint_dir.glob(f"step_*{suffix}"))
+        return sorted(int(n) for n in numbers if n.isdigit())
 
     def remove_leftovers(self) -> None:
         """Delete temporary files left by a write that was interrupted."""
