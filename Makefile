@@ -13,7 +13,7 @@ NBVAL = --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 # torch's portable CPU kernels on one thread: other rounding, as on another machine
 PORTABLE_ENV = ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1
 
-.PHONY: install lab test lint-imports test-unit test-notebooks test-notebooks-portable test-browser test-slow screenshots clean
+.PHONY: install lab test lint-imports test-unit test-notebooks test-notebooks-portable test-browser test-slow screenshots handout clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ test-slow: $(STAMP)
 # the browser checks, saving their screenshots over docs/browser_explorer.png, docs/browser_map_viewer.png and docs/browser_patching.png
 screenshots: $(STAMP)
 	EQUIV_TOOLS_SCREENSHOT_DIR=$(CURDIR)/docs $(BIN)/python -m pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
+
+# the notebooks without their solution cells (tagged `solution`), for a class: make handout OUT=folder
+handout: $(STAMP)
+	@if [ -z "$(OUT)" ]; then echo "make handout needs a folder: make handout OUT=handout" >&2; exit 2; fi
+	$(BIN)/jupyter nbconvert --to notebook --log-level WARN --TagRemovePreprocessor.enabled=True \
+		--TagRemovePreprocessor.remove_cell_tags=solution --output-dir "$(OUT)" notebooks/[0-9]*.ipynb
 
 clean:
 	rm -rf $(VENV) .pytest_cache
