@@ -48,6 +48,7 @@ _LAZY = {  # public name -> the module that defines it
     "patch_attn_out_by_pos": "analysis.patching", "patch_mlp_out_by_pos": "analysis.patching",
     "patch_head_out_by_pos": "analysis.patching", "patch_head_out_all_pos": "analysis.patching",
     "patch_pair": "analysis.patching", "one_digit_apart": "analysis.patching", "activation_difference": "analysis.patching",
+    "sweep": "analysis.sweep", "read_results": "analysis.sweep",
     "EquivalenceExplorer": "views.widgets", "MapViewer": "views.widgets", "RepresentationExplorer": "views.widgets",
     "TrainingDynamicsExplorer": "views.widgets", "PatchingExplorer": "views.widgets",
 }

@@ -156,7 +156,8 @@ TRAIN_HELP = {
     "seed": "seed of the data split, the initialisation and the minibatches",
     "train_forward": "compute each step's loss with the TransformerBridge, or the lean forward (same loss to ~1e-6, faster)",
     "series_dtype": "dtype of the older checkpoints of the series (float16 halves its size; the latest stays float32)",
-    "recipe": "start from a recipe's settings: reference (Nanda et al.'s grokking setup) or fast; flags given win",
+    "schedule": "learning rate after the warmup: constant, or cosine (down to 0 at the last step)",
+    "recipe": "start from a recipe's settings: reference (Nanda et al.'s grokking setup), fast; for the digit tasks adder (add3_nano's settings) or smooth (the same, with a cosine decay); flags given win",
 }
 TRAIN_NONE_WORDS = {"batch_size": "full", "grad_clip": "none"}  # the word that stands for None on the command line
 TRAIN_NONE_DEFAULTS = {"n_train": "the task's split", "n_test": "the task's split", "ood_digits": "train digits + 1",
@@ -313,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, help=run_help)
     _add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    p = command("sweep", "train and measure many runs on a Dask cluster; write DIR/results.csv, one row per run")
+    p.add_argument("spec", type=Path, help="the sweep's YAML spec (grid and/or runs; see README, 'Sweeps')")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for the runs and results.csv (made if missing); on a real cluster, storage every worker shares")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://HOST:8786 (default: an embedded LocalCluster)")
+    p.add_argument("--workers", type=_positive_int, help="worker processes of the embedded cluster (default: one per CPU core)")
+    _add_device(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command("plot", "save a run's main figures: training curves, category map, digit distribution")
     p.add_argument("run_dir", type=Path, help=run_help)
@@ -556,9 +566,32 @@ def _cmd_plot(args, argv) -> int:
     return 0
 
 
+def _cmd_sweep(args, argv) -> int:
+    from equiv_tools.core.sweep_spec import jobs_from_spec, read_spec
+
+    if args.scheduler is not None and args.workers is not None:
+        raise InputError("--workers sizes the embedded cluster; with --scheduler the cluster's own workers run the jobs")
+    spec = read_spec(args.spec)
+    jobs_from_spec(spec)  # a bad spec is refused before torch or Dask start
+    device = _device(args)
+    from equiv_tools.analysis.sweep import RESULTS_FILE, sweep
+
+    table = sweep(spec, args.out, scheduler=args.scheduler, workers=args.workers, device=device, progress=not args.quiet)
+    failed = table[table.status != "ok"]
+    rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    print(format_table(rows, {"run": "run", "id_accuracy": "ID acc", "ood_accuracy": "OOD acc",
+                                                   "best_relation": "best relation", "best_relation_share": "share",
+                                                   "status": "status"}))
+    print(f"wrote {args.out / RESULTS_FILE}: {len(table)} runs, {len(failed)} failed")
+    for row in failed.itertuples():
+        print(f"{row.run}: {row.error}", file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
 COMMANDS = {
     "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import, "import-grokking": _cmd_import_grokking,
     "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot, "fourier": _cmd_fourier,
+    "sweep": _cmd_sweep,
 }
 
 

@@ -9,6 +9,7 @@ from equiv_tools.cli import main
 from equiv_tools.core.config import RECIPES
 from equiv_tools.core.rundir import RunDir
 from equiv_tools.runs.storage import load_tensors
+from equiv_tools.runs.training import lr_at
 from tests.tolerance import assert_close
 
 SMALL = ModularTask(p=23)
@@ -21,10 +22,28 @@ def test_reference_recipe_is_the_published_setup_and_given_fields_win():
     assert cfg.batch_size is None and cfg.warmup_steps == 10 and cfg.grad_clip is None and cfg.recipe == "reference"
     fast = TrainConfig.from_recipe("fast", lr=3e-3, seed=4)
     assert fast.lr == 3e-3 and fast.seed == 4 and fast.weight_decay == RECIPES["fast"]["weight_decay"] and fast.recipe == "fast"
-    with pytest.raises(InputError, match="unknown recipe 'slow'; choose one of: reference, fast"):
+    with pytest.raises(InputError, match="unknown recipe 'slow'; choose one of: reference, fast, "):
         TrainConfig.from_recipe("slow")
     with pytest.raises(InputError, match="train_forward must be one of bridge, lean; got 'fused'"):
         TrainConfig(train_forward="fused")
+
+
+def test_the_learning_rate_warms_up_then_stays_or_decays_on_a_cosine():
+    constant = TrainConfig(steps=1000, lr=2e-3, warmup_steps=100)
+    cosine = TrainConfig.from_recipe("smooth", steps=1000, lr=2e-3, warmup_steps=100)
+    assert cosine.schedule == "cosine" and TrainConfig.from_recipe("adder").schedule == "constant"
+    assert [lr_at(constant, s) for s in (1, 50, 100, 101, 1000)] == [2e-5, 1e-3, 2e-3, 2e-3, 2e-3]
+    assert [lr_at(cosine, s) for s in (1, 50, 100)] == [2e-5, 1e-3, 2e-3]
+    assert lr_at(cosine, 550) == pytest.approx(1e-3) and lr_at(cosine, 1000) == pytest.approx(0, abs=1e-12)
+    steps = range(101, 1001)
+    assert all(lr_at(cosine, s) > lr_at(cosine, s + 1) for s in steps[:-1])  # falls at every step after the warmup
+    with pytest.raises(InputError, match="schedule must be one of constant, cosine; got 'linear'"):
+        TrainConfig(schedule="linear")
+
+
+def test_a_config_written_before_schedules_reads_as_constant():
+    recorded = json.loads((RunDir.resolve("add3_nano").config_file).read_text())["training"]
+    assert "schedule" not in recorded and TrainConfig.from_dict(recorded).schedule == "constant"
 
 
 def test_cli_recipe_fills_defaults_and_records_every_setting(tmp_path, capsys):
@@ -34,7 +53,8 @@ def test_cli_recipe_fills_defaults_and_records_every_setting(tmp_path, capsys):
     assert main(argv) == 0
     training = json.loads((out / "config.json").read_text())["training"]
     assert training == {**RECIPES["fast"], "steps": 4, "eval_every": 2, "checkpoint_every": 2, "lr": 0.005, "n_train": None,
-                        "n_test": None, "ood_digits": None, "seed": 0, "series_dtype": "float32", "recipe": "fast"}
+                        "n_test": None, "ood_digits": None, "seed": 0, "series_dtype": "float32", "schedule": "constant",
+                        "recipe": "fast"}
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--steps", "6", "--recipe", "reference", "--quiet"]) == 2
     assert capsys.readouterr().err == ("equiv-tools: error: a run keeps the recipe it started from (recorded: 'fast'); "

@@ -55,7 +55,14 @@ RECIPES: dict[str, dict] = {
 }
 # the reference at a 10x learning rate, evaluated more often; chosen from the comparison in docs/BENCHMARKS.md
 RECIPES["fast"] = {**RECIPES["reference"], "steps": 1000, "lr": 1e-2, "eval_every": 10, "checkpoint_every": 50}
-TRAIN_CHOICES = {"train_forward": ("bridge", "lean"), "series_dtype": ("float32", "float16"), "recipe": (None, *RECIPES)}
+# The digit layout: add3_nano's settings (constant learning rate after the warmup) with the lean step, and the
+# same with the learning rate decaying to zero on a cosine, which was measured against it (docs/BENCHMARKS.md,
+# "A recipe without loss spikes").
+RECIPES["adder"] = dict(steps=2000, batch_size=256, lr=3e-3, weight_decay=0.1, beta1=0.9, beta2=0.98, warmup_steps=50,
+                        grad_clip=1.0, eval_every=50, checkpoint_every=500, train_forward="lean")
+RECIPES["smooth"] = {**RECIPES["adder"], "schedule": "cosine"}
+TRAIN_CHOICES = {"train_forward": ("bridge", "lean"), "series_dtype": ("float32", "float16"), "schedule": ("constant", "cosine"),
+                 "recipe": (None, *RECIPES)}
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class TrainConfig:
     to float rounding, about 1e-6, with less overhead).
     ``series_dtype``: the dtype older checkpoints of the series are stored in
     (``float16`` halves the series' size); the latest checkpoint stays float32, so resuming is exact.
+    ``schedule``: the learning rate after the linear warmup: ``constant``, or ``cosine`` (decaying to 0 at ``steps``).
     ``recipe``: the name of the recipe (``RECIPES``) whose defaults ``from_recipe`` filled in, or None.
     """
 
@@ -92,6 +100,7 @@ class TrainConfig:
     seed: int = 0
     train_forward: str = "bridge"
     series_dtype: str = "float32"
+    schedule: str = "constant"
     recipe: Optional[str] = None
 
     def __post_init__(self):

@@ -8,6 +8,7 @@ Layout::
     state.json                           the step of the latest complete checkpoint, and the RNG scheme
     checkpoints/step_NNNNNN.safetensors  the weight series
     checkpoints/step_NNNNNN.optimizer.safetensors   AdamW state of the latest checkpoint
+    sweep_result.json                    a sweep's job and its result row (runs a sweep trained or evaluated)
 
 Torch-free: ``RunDir`` names the weight files, and ``runs.storage`` reads and writes the tensors in them.
 """
@@ -28,6 +29,7 @@ WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.csv"
 STATE_FILE = "state.json"
 CHECKPOINT_DIR = "checkpoints"
+SWEEP_RESULT_FILE = "sweep_result.json"
 
 
 def shipped_runs(data_dir=None) -> list[str]:
@@ -97,6 +99,11 @@ class RunDir(os.PathLike):
     @property
     def state_file(self) -> Path:
         return self.path / STATE_FILE
+
+    @property
+    def sweep_result_file(self) -> Path:
+        """The job a sweep ran here and its result row, so a re-run of the sweep reuses both."""
+        return self.path / SWEEP_RESULT_FILE
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -9,6 +9,7 @@ metrics as an uninterrupted one on CPU.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Callable, Optional
 
@@ -143,9 +144,15 @@ def _save_checkpoint(run_dir: RunDir, model, opt, step: int, rows: list[dict], c
             run_dir.optimizer_file(old).unlink()
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup over ``warmup_steps``, then constant. ``step`` counts from 1."""
-    return cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of step ``step`` (counted from 1): linear warmup over ``warmup_steps``, then constant or,
+    with ``schedule="cosine"``, half a cosine from ``lr`` down to 0 at ``steps``."""
+    if step <= cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 def _loop(run_dir: RunDir, task: Task, model, opt, cfg: TrainConfig, data: _Data, start: int, rows: list[dict], progress: bool,
@@ -154,7 +161,7 @@ def _loop(run_dir: RunDir, task: Task, model, opt, cfg: TrainConfig, data: _Data
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"training {run_dir.name}", disable=not progress, initial=start, total=cfg.steps)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg, step)
+            group["lr"] = lr_at(cfg, step)
         loss, _ = _answer_loss_and_accuracy(_forward(model, lean_agrees, differentiable=True), task, data.batch(cfg, step))
         opt.zero_grad(set_to_none=True)
         loss.backward()

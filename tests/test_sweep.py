@@ -1,0 +1,150 @@
+"""Sweeps on Dask: the README's example on the embedded cluster and on a separately started scheduler and worker,
+re-runs that change nothing, failed jobs as rows, and bad specs refused in one line before any job starts."""
+import os
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from equiv_tools import InputError
+from equiv_tools.analysis.sweep import RESULT_COLUMNS, run_job, sweep
+from equiv_tools.core.sweep_spec import jobs_from_spec, read_spec
+
+from .conftest import REPO
+
+EXAMPLE = REPO / "docs" / "examples" / "sweep.yaml"
+
+
+def test_the_readme_shows_the_example_spec():
+    readme = (REPO / "README.md").read_text()
+    assert "```yaml\n" + EXAMPLE.read_text() + "```" in readme
+
+
+def _files(folder) -> dict:
+    """Every file under ``folder``: relative path -> (bytes, modification time in ns)."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """The README's example on the embedded LocalCluster (2 workers), and the folder it wrote."""
+    out = tmp_path_factory.mktemp("embedded")
+    return sweep(EXAMPLE, out, workers=2, progress=False), out
+
+
+def test_the_example_runs_on_the_embedded_cluster(embedded):
+    table, out = embedded
+    assert list(table.columns) == RESULT_COLUMNS
+    assert list(table.run) == ["seed0", "seed1"]
+    assert (table.status == "ok").all(), table.error.tolist()
+    assert table.id_accuracy.between(0, 1).all() and table.ood_accuracy.between(0, 1).all()
+    assert table.best_relation.notna().all() and table.best_relation_share.between(0, 1).all()
+    assert list(table.recipe) == ["smooth", "smooth"] and list(table.steps) == [150, 150]
+    assert pd.read_csv(out / "results.csv").run.tolist() == ["seed0", "seed1"]
+    for run in table.run:
+        assert (out / run / "model.safetensors").is_file()
+        assert json.loads((out / run / "config.json").read_text())["training"]["seed"] == int(run[-1])
+
+
+def test_rerunning_a_finished_sweep_changes_no_file(embedded):
+    table, out = embedded
+    before = _files(out)
+    again = sweep(EXAMPLE, out, workers=1, progress=False)
+    assert _files(out) == before
+    pd.testing.assert_frame_equal(again, table)
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_a_separate_scheduler_and_worker_on_loopback_give_the_same_table(embedded, tmp_path):
+    table, _ = embedded
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = _start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                        "--scheduler-file", str(scheduler_file)])
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker = _start(["distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"])
+        from dask.distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+            remote = sweep(EXAMPLE, tmp_path / "out", client=client, progress=False)
+    finally:
+        for process in (worker, scheduler):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+    measured = [c for c in RESULT_COLUMNS if c != "seconds"]
+    pd.testing.assert_frame_equal(remote[measured], table[measured])
+
+
+def test_a_failed_job_is_a_row_and_the_others_finish(tmp_path):
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec["base"]["training"]["steps"] = 20
+    spec["grid"]["seed"] = [0, 1]
+    (tmp_path / "seed1").mkdir()
+    (tmp_path / "seed1" / "notes.txt").write_text("a folder that holds something else")
+    table = sweep(spec, tmp_path, workers=1, progress=False)
+    assert list(table.status) == ["ok", "error"]
+    assert table.error[0] == "" or pd.isna(table.error[0])
+    assert "seed1 already exists and is not empty" in table.error[1] and "\n" not in table.error[1]
+    assert pd.isna(table.id_accuracy[1])
+
+
+def test_a_worker_that_cannot_see_the_folder_says_so(tmp_path):
+    job = jobs_from_spec(yaml.safe_load(EXAMPLE.read_text()))[0]
+    row = run_job(job.to_dict(), str(tmp_path / "not-shared"))
+    assert row["status"] == "error"
+    assert "cannot see the output folder" in row["error"] and "shared" in row["error"]
+
+
+BAD_SPECS = [
+    ({"bases": {}}, "sweep spec: bases is not a field"),
+    ({"base": {"task": {"kind": "addition"}}, "grid": {"seed": []}}, "grid.seed must be a non-empty list"),
+    ({"base": {"task": {"kind": "addition"}}, "grid": {"seed": 3}}, "grid.seed must be a non-empty list"),
+    ({"base": {"task": {"kind": "addition"}}}, "it lists no runs"),
+    ({"base": {"task": {"kind": "addition"}}, "grid": {"seeds": [0]}}, "grid.seeds is not a field"),
+    ({"base": {"task": {"kind": "addition"}}, "grid": {"seed": ["zero"]}}, "grid.seed must be a non-negative integer"),
+    ({"base": {"task": {"kind": "addition"}, "training": {"lr": "fast"}}, "grid": {"seed": [0]}}, "lr must be a finite number"),
+    ({"base": {"task": {"kind": "addition"}, "training": {"learning_rate": 1}}, "grid": {"seed": [0]}}, "learning_rate"),
+    ({"base": {"task": {"kind": "addition"}, "model": {"layers": 2}}, "grid": {"seed": [0]}}, "layers"),
+    ({"base": {"task": {"kind": "adition"}}, "grid": {"seed": [0]}}, "unknown task 'adition'"),
+    ({"base": {"task": {"kind": "addition"}}, "runs": [{"name": "a"}, {"name": "a"}]}, "two runs are named 'a'"),
+    ({"base": {"task": {"kind": "addition"}}, "grid": {"seed": [0]}, "evaluate": {"n": 0}}, "evaluate.n must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("spec, message", BAD_SPECS)
+def test_bad_specs_are_refused_in_one_line(spec, message):
+    with pytest.raises(InputError) as error:
+        jobs_from_spec(spec)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_cli_refuses_a_bad_spec_before_starting_anything(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("base:\n  task: {kind: addition}\ngrid:\n  seed: []\n")
+    done = subprocess.run([sys.executable, "-m", "equiv_tools.cli", "sweep", str(spec), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["equiv-tools: error: sweep spec: grid.seed must be a non-empty list of values, got []"]
+    assert not (tmp_path / "out").exists()  # refused before the sweep made its folder or started a cluster
+
+
+def test_the_shipped_spec_is_valid_and_covers_three_sizes_by_five_seeds():
+    jobs = jobs_from_spec(read_spec(REPO / "data" / "sweeps" / "across_runs" / "spec.yaml"))
+    adders = [j for j in jobs if j.task["kind"] == "addition" and j.training == {"recipe": "smooth"}]
+    sizes = {j.model["n_layers"] for j in adders}
+    assert sizes == {1, 2, 3}
+    assert all(sorted(j.seed for j in adders if j.model["n_layers"] == n) == [0, 1, 2, 3, 4] for n in sizes)
