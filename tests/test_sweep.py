@@ -44,6 +44,7 @@ def test_the_example_runs_on_the_embedded_cluster(embedded):
     assert table.id_accuracy.between(0, 1).all() and table.ood_accuracy.between(0, 1).all()
     assert table.best_relation.notna().all() and table.best_relation_share.between(0, 1).all()
     assert list(table.recipe) == ["smooth", "smooth"] and list(table.steps) == [150, 150]
+    assert list(table.residue_relation) == ["(a mod 10^2) + (b mod 10^2)"] * 2 and table.residue_relation_share.between(0, 1).all()
     assert pd.read_csv(out / "results.csv").run.tolist() == ["seed0", "seed1"]
     for run in table.run:
         assert (out / run / "model.safetensors").is_file()

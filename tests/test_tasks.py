@@ -190,3 +190,19 @@ def test_position_names():
     assert dict(zip(names, tokens.tolist()))["a[10^2]"] == 3 and dict(zip(names, tokens.tolist()))["ans[10^3]"] == 1
     assert ModularTask(p=113).position_names() == ["a", "b", "=", "ans"]
     assert len(MultiplicationTask().position_names()) == MultiplicationTask().seq_len
+
+
+@pytest.mark.parametrize("task, name", [
+    (AdditionTask(train_digits=3, width=5), "(a mod 10^3) + (b mod 10^3)"),
+    (MultiplicationTask(train_digits=2, width=4), "(a mod 10^2) * (b mod 10^2)"),
+    (ModularDigitTask(p=101, train_digits=2, width=4), "((a mod 10^2) + (b mod 10^2)) mod 101"),
+])
+def test_the_residue_relation_reduces_each_operand_mod_10_to_the_train_digits(task, name):
+    relation = task.residue_relation()
+    assert relation.name == name
+    a, b = np.array([1349, 57]), np.array([2705, 9999])
+    t = 10 ** task.train_digits
+    expected = {"+": (a % t) + (b % t), "*": (a % t) * (b % t)}[task.symbol]
+    if isinstance(task, ModularDigitTask):
+        expected = expected % task.p
+    assert relation(a, b).tolist() == expected.tolist()

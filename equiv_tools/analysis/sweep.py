@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -27,7 +28,7 @@ from equiv_tools.core.rundir import RunDir
 from equiv_tools.core.sweep_spec import Job, jobs_from_spec, read_spec
 
 RESULT_COLUMNS = ["run", "task", "preset", "n_layers", "d_model", "recipe", "seed", "steps", "id_accuracy", "ood_accuracy",
-                  "best_relation", "best_relation_share", "id_floor_after_fit", "status", "error", "seconds"]
+                  "best_relation", "best_relation_share", "residue_relation", "residue_relation_share", "id_floor_after_fit", "status", "error", "seconds"]
 FIT = 0.99  # held-out ID accuracy at which a run counts as fitted, for ``id_floor_after_fit``
 RESULTS_FILE = "results.csv"
 
@@ -80,9 +81,11 @@ def id_floor_after_fit(metrics: pd.DataFrame) -> Optional[float]:
 
 
 def _measure(job: Job, run_dir: RunDir, device: str) -> dict:
-    """ID and OOD accuracy (``evaluate_run``) and the best of the task's relations on OOD inputs."""
+    """ID and OOD accuracy (``evaluate_run``), the best of the task's relations on OOD inputs, and the share of OOD
+    answers that follow the paper's relation (``DigitTask.residue_relation``: operands reduced mod 10^train_digits)."""
     from equiv_tools.analysis.discovery import discover_relations
     from equiv_tools.analysis.evaluation import evaluate_run
+    from equiv_tools.forward.decoding import predict
     from equiv_tools.runs.models import load_run
 
     run = load_run(run_dir, device=device)
@@ -92,7 +95,10 @@ def _measure(job: Job, run_dir: RunDir, device: str) -> dict:
     if run.task.has_ood:
         a, b = run.task.sample_ood(job.evaluate_n, seed=job.evaluate_seed)
         summary, _ = discover_relations(run.model, run.task, a, b)
-        measured.update(best_relation=summary.relation.iloc[0], best_relation_share=float(summary.accuracy.iloc[0]))
+        residue = run.task.residue_relation()
+        measured.update(best_relation=summary.relation.iloc[0], best_relation_share=float(summary.accuracy.iloc[0]),
+                        residue_relation=residue.name,
+                        residue_relation_share=float(np.mean(predict(run.model, run.task, a, b) == residue(a, b))))
     return measured
 
 

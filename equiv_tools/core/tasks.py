@@ -238,6 +238,11 @@ class DigitTask(Task):
         tokens = np.asarray(tokens, dtype=np.int64)
         return tokens @ (10 ** np.arange(tokens.shape[1], dtype=np.int64))
 
+    def residue_relation(self) -> R.Relation:
+        """The paper's equivalence relation: each operand reduced mod 10^train_digits before the operation.
+        (``relations()`` lists the truth first, then the residue relations for k = 1..width.)"""
+        return self.relations()[self.train_digits]
+
     def id_split(self, seed: int = 0, n_train: Optional[int] = None, n_test: Optional[int] = None):
         """Disjoint random ID train and test pairs: ((a, b) train, (a, b) test).
 
