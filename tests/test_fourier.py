@@ -9,6 +9,7 @@ import torch
 
 from equiv_tools import InputError, ModularTask
 from equiv_tools.analysis.fourier import (
+    cos_logit_fit,
     embedding_frequency_norms,
     fourier_basis,
     fourier_components,
@@ -113,6 +114,25 @@ def test_key_component_against_a_loop():
     wave = torch.from_numpy(5 * np.cos(2 * np.pi * 3 * (a + b - c) / p))
     assert torch.allclose(key_component(wave, p, [3]), wave, atol=1e-12)
     assert key_component(wave, p, [1, 2]).abs().max() < 1e-12
+
+
+def test_the_cos_fit_of_the_logits_against_a_loop_and_on_the_grokked_series():
+    task, model = small_model()
+    logits = grid_logits(model, task)[:, :, :7].numpy()
+    centred = logits - logits.mean(axis=2, keepdims=True)
+    waves = {k: np.array([[[math.cos(2 * math.pi * k * (a + b - c) / 7) for c in range(7)] for b in range(7)] for a in range(7)])
+             for k in (1, 3)}
+    alpha = {k: (centred * w).sum() / (w * w).sum() for k, w in waves.items()}
+    residual = centred - sum(alpha[k] * waves[k] for k in waves)
+    coefficients, explained = cos_logit_fit(model, task, [1, 3])
+    assert coefficients.coefficient.tolist() == pytest.approx([alpha[1], alpha[3]], rel=1e-9, abs=1e-12)
+    assert explained == pytest.approx(1 - (residual ** 2).sum() / (centred ** 2).sum(), rel=1e-9, abs=1e-12)
+    from equiv_tools import load_run
+
+    grokked, start = load_run("grok113_fast"), load_run("grok113_fast", step=0)
+    _, explained = cos_logit_fit(grokked.model, grokked.task, [5, 53, 21])
+    assert explained == pytest.approx(0.825, abs=0.01)  # three cosines carry most of the grokked model's logits
+    assert cos_logit_fit(start.model, start.task, [5, 53, 21])[1] < 1e-6  # and none of the untrained model's
 
 
 def test_gini_and_weight_norm():

@@ -266,6 +266,28 @@ def fourier_losses(model, task: Task, frequencies: Sequence[int], excluded_mask:
             "excluded_loss": _loss(logits - key, task.p, excluded_mask)}
 
 
+def cos_logit_fit(model, task: Task, frequencies: Sequence[int]) -> tuple[pd.DataFrame, float]:
+    """Nanda et al.'s closed form of the logits: logit(c | a, b) ~ sum_k alpha_k cos(w_k (a + b - c)), w_k = 2 pi k / p.
+
+    Fits one coefficient per key frequency by least squares to the logits of the p number outputs over all
+    p^2 inputs, each input's logits centred (softmax ignores a constant per input). Returns (one row per
+    frequency: ``frequency``, ``coefficient``) and the fraction of the centred logits' variance the fit explains.
+    """
+    task = modular_task(task, "the cos(w(a + b - c)) fit of the logits")
+    if task.op != "add":
+        raise InputError(f"the logits follow cos(w(a + b - c)) for addition; {task.describe()} is not addition")
+    frequencies = check_frequencies(task.p, frequencies)
+    p = task.p
+    logits = grid_logits(model, task)[:, :, :p].double()  # [a, b, c]
+    logits = logits - logits.mean(dim=2, keepdim=True)
+    a, b, c = torch.meshgrid(torch.arange(p), torch.arange(p), torch.arange(p), indexing="ij")
+    waves = torch.stack([torch.cos(2 * math.pi * k * (a + b - c).double() / p) for k in frequencies])  # [k, a, b, c]
+    coefficients = torch.einsum("kabc,abc->k", waves, logits) / waves.pow(2).sum(dim=(1, 2, 3))  # the waves are orthogonal
+    residual = logits - torch.einsum("k,kabc->abc", coefficients, waves)
+    explained = 1.0 - float(residual.pow(2).sum() / logits.pow(2).sum())
+    return pd.DataFrame({"frequency": frequencies, "coefficient": coefficients.tolist()}), explained
+
+
 def train_mask(run: Run) -> tuple[Optional[np.ndarray], str]:
     """([p, p] bool, True on the run's training pairs) and "train split" for runs trained here; (None, "all pairs") otherwise."""
     if run.config.training is None:
