@@ -4,6 +4,7 @@ import pytest
 
 from equiv_tools import InputError, shipped_data_dir
 from equiv_tools.runs.grokking import grokked_step
+from equiv_tools.runs.training import read_metrics
 
 
 def _metrics(accuracies, every=10):
@@ -51,6 +52,22 @@ def test_a_collapse_after_memorisation_is_not_clean():
     # the shipped fast series: memorised at step 70, then train accuracy fell to 0.225 near step 180 (the slingshot)
     fast = read_metrics(shipped_data_dir() / "grok113_fast")
     assert memorised_step(fast) == 70 and round(train_accuracy_floor(fast), 3) == 0.225 and not is_clean(fast)
+
+
+def test_the_plateau_runs_from_memorisation_until_test_accuracy_rises():
+    from equiv_tools.runs.grokking import plateau
+
+    steps = [0, 10, 20, 30, 40, 50]
+    frame = lambda train, test: pd.concat([
+        pd.DataFrame({"step": steps, "split": "train", "loss": 0.0, "accuracy": train}),
+        pd.DataFrame({"step": steps, "split": "id_test", "loss": 0.0, "accuracy": test})])
+    memorising = [0.1, 0.99, 1.0, 1.0, 1.0, 1.0]
+    assert plateau(frame(memorising, [0.01, 0.02, 0.05, 0.08, 0.5, 0.99])) == (10, 30)
+    assert plateau(frame(memorising, [0.01, 0.02, 0.05, 0.08, 0.09, 0.1])) == (10, 50)  # never rises above 0.10
+    assert plateau(frame(memorising, [0.01, 0.2, 0.5, 0.9, 1.0, 1.0])) is None  # already above 0.10 at memorisation
+    assert plateau(frame([0.1] * 6, [0.01] * 6)) is None  # never memorised
+    fast = read_metrics(shipped_data_dir() / "grok113_fast")
+    assert plateau(fast) is None  # the fast run has no plateau: test accuracy 0.185 when it memorised
 
 
 def _tiny_grokking_run(tmp_path):
