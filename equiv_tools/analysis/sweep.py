@@ -164,7 +164,9 @@ def sweep(spec, out, client=None, scheduler: Optional[str] = None, workers: Opti
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
     with _dask_client(client, scheduler, workers) as dask_client:
-        futures = {dask_client.submit(run_job, job.to_dict(), str(out), device, pure=False): job for job in jobs}
+        # longest first (steps x layers), so that no worker is left with a long job at the end while the others idle
+        futures = {dask_client.submit(run_job, job.to_dict(), str(out), device, pure=False,
+                                      priority=job.train_config().steps * job.model_config()["n_layers"]): job for job in jobs}
         bar = tqdm(total=len(jobs), desc="sweep", unit="run", disable=not progress)
         for future in as_completed(futures):
             job = futures[future]
