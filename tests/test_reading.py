@@ -4,7 +4,10 @@ import torch
 import torch.nn.functional as F
 
 from equiv_tools.forward.decoding import greedy_decode
-from equiv_tools.analysis.reading import answered_sequences, attention_patterns, logit_lens, logit_lens_probabilities, mean_attention, split_logit_lens
+from equiv_tools.analysis.reading import (
+    answered_sequences, attention_patterns, correct_digit_lens, correct_digit_summary, logit_lens, logit_lens_probabilities, mean_attention,
+    readable_depth, split_logit_lens,
+)
 from equiv_tools.forward.representations import residual_hooks
 from tests.tolerance import assert_close
 
@@ -71,7 +74,75 @@ def test_plots_draw_one_panel_per_layer_and_head(add3_nano):
 
     model, task = add3_nano.model, add3_nano.task
     fig = plot_attention(mean_attention(model, task, A, B))
-    assert len(fig.axes) == model.cfg.n_layers * model.cfg.n_heads
+    assert len(fig.axes) == model.cfg.n_layers * model.cfg.n_heads + 1  # and one colour bar for all
     assert fig.axes[0].get_yticklabels()[0].get_text() == "a[10^4]"
     fig = plot_logit_lens(split_logit_lens(model, task, n=20, ood_digits=4))
-    assert [ax.get_title() for ax in fig.axes[:2]] == ["id layer 0", "id layer 1"] and len(fig.axes) == 2 * (model.cfg.n_layers + 1)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["ID, embedding", "OOD, embedding", "ID, after block 0"]
+    assert len(fig.axes) == 2 * (model.cfg.n_layers + 1) + 1
+
+
+ZERO_BLOCK_0 = ("blocks.0.hook_resid_post", lambda x, hook: x * 0)
+
+
+def test_correct_digit_lens_reads_the_answer_from_depth_2_on_add3_nano(add3_nano):
+    """200 ID pairs: the model is always right, so the final depth is its own output; the embedding alone is not."""
+    model, task = add3_nano.model, add3_nano.task
+    a, b = task.sample_id(200, seed=0)
+    frame = correct_digit_lens(model, task, a, b)
+    depths = model.cfg.n_layers + 1
+    assert len(frame) == 200 * task.answer_len * depths and frame.columns.tolist()[:3] == ["input", "position", "depth"]
+    assert frame.p_correct.between(0, 1).all()
+    # the final depth is the model's softmax on the true answer's sequence, at the true digits
+    tokens = torch.from_numpy(task.encode(a, b))
+    with torch.no_grad():
+        logits = model(tokens[:, : task.n_ctx])[:, task.prompt_len - 1 :]  # [200, answer_len, vocab]
+    direct = torch.softmax(logits, dim=-1).gather(-1, tokens[:, task.prompt_len :, None])[..., 0]  # [200, answer_len]
+    final = frame[frame.depth == depths - 1]  # rows by input, then position
+    assert_close(final.p_correct.to_numpy(), direct.reshape(-1), scale=logits)  # probabilities: their logits' rounding
+    assert final.argmax_correct.all() and final.p_correct.min() > 0.999  # measured: every digit right, p >= 0.99935
+
+    summary = correct_digit_summary(frame)
+    assert summary.columns.tolist() == ["position", "depth", "p_median", "p_q25", "p_q75", "argmax_share", "n_inputs"]
+    assert (summary.n_inputs == 200).all() and (summary.p_q25 <= summary.p_median).all() and (summary.p_median <= summary.p_q75).all()
+    by_depth = frame.groupby("depth").argmax_correct.mean()  # measured: 0.0625, 0.593, 0.981, 1.0
+    assert by_depth[0] < 0.1 and 0.5 < by_depth[1] < 0.7 and by_depth[2] > 0.95 and by_depth[3] == 1.0
+    embedding = summary[summary.depth == 0].set_index("position")
+    assert frame[frame.depth == 0].p_correct.median() < 0.1  # measured: 0.066
+    assert (embedding.loc[["ans[10^0]", "ans[10^1]", "ans[10^2]"], "p_median"] < 0.05).all()  # measured: 0.032, 0.006, 0.014
+    assert (embedding.loc[["ans[10^0]", "ans[10^1]", "ans[10^2]"], "argmax_share"] < 0.2).all()  # chance: 0.1; measured <= 0.145
+    # the low digits (a sum with carries) become readable after block 1, the high ones (0 or a carry) after block 0
+    assert readable_depth(summary) == {"ans[10^0]": 2, "ans[10^1]": 2, "ans[10^2]": 2, "ans[10^3]": 1, "ans[10^4]": 1, "ans[10^5]": 1}
+    # on 4-digit pairs the model answers (a mod 10^3) + (b mod 10^3): the true thousands digit is never its top digit
+    ood = readable_depth(correct_digit_summary(correct_digit_lens(model, task, *task.sample_ood(200, digits=4, seed=0))))
+    assert ood["ans[10^3]"] is None and ood["ans[10^0]"] == 2  # measured: top digit correct for at most 10% at ans[10^3]
+
+
+def test_correct_digit_lens_sees_the_users_hooks(add3_nano):
+    """Zeroing the residual stream after block 0 leaves the embedding's reading as it was and wrecks every later depth."""
+    model, task = add3_nano.model, add3_nano.task
+    a, b = task.sample_id(200, seed=0)
+    plain = correct_digit_lens(model, task, a, b)
+    with model.hooks(fwd_hooks=[ZERO_BLOCK_0]):
+        hooked = correct_digit_lens(model, task, a, b)
+    model.add_hook(*ZERO_BLOCK_0)
+    try:
+        added = correct_digit_lens(model, task, a, b)
+    finally:
+        model.reset_hooks()
+    assert added.equals(hooked)
+    assert hooked[hooked.depth == 0].equals(plain[plain.depth == 0])
+    final = hooked[hooked.depth == model.cfg.n_layers].argmax_correct.mean()
+    assert 0.4 < final < 0.5  # measured: 0.456 (the constant output is right where a digit is always 0), against 1.0 unhooked
+    assert correct_digit_lens(model, task, a, b).equals(plain)  # and the hook is gone
+
+
+def test_correct_digit_lens_plot_marks_the_readable_depth(add3_nano):
+    from equiv_tools.views.plots import plot_correct_digit_lens
+
+    model, task = add3_nano.model, add3_nano.task
+    summary = correct_digit_summary(correct_digit_lens(model, task, *task.sample_id(50, seed=0)))
+    fig = plot_correct_digit_lens(summary)
+    assert [ax.get_title() for ax in fig.axes] == task.position_names()[task.prompt_len :]
+    marks = [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+    assert marks == [readable_depth(summary)["ans[10^0]"]]
+    assert fig.axes[0].lines[0].get_ydata().tolist() == summary[summary.position == "ans[10^0]"].p_median.tolist()

@@ -3,6 +3,8 @@
 Both run the model teacher-forced on its own greedy answer (the prompt and all
 answer digits but the last: ``task.n_ctx`` tokens) through ``run_with_cache``, so
 the user's hooks apply, and label positions with ``task.position_names()``.
+``correct_digit_lens`` teacher-forces the true answer instead and follows the
+correct digit's probability through the depths.
 """
 from __future__ import annotations
 
@@ -63,15 +65,22 @@ def mean_attention(model, task: Task, a, b, batch_size: int = 4096) -> pd.DataFr
     return _pattern_frame(task, attention_weights(model, task, a, b, batch_size).mean(dim=0))
 
 
-@torch.no_grad()
-def logit_lens_probabilities(model, task: Task, a, b, batch_size: int = 4096) -> torch.Tensor:
-    """Answer-digit probabilities read from each residual depth through the final norm and unembedding.
+def true_sequences(task: Task, a, b) -> torch.Tensor:
+    """The prompts of (a, b) followed by the true answer but its last token: int64 [n, n_ctx]."""
+    return torch.from_numpy(task.encode(a, b)[:, : task.n_ctx])
 
-    Depths are ``representations.residual_hooks(model)`` (the embedding, then each block's output), positions
-    the ``answer_len`` positions that predict the answer digits (``prompt_len - 1`` onwards).
-    Returns float32 [n, depths, answer_len, d_vocab_out]; the last depth gives the model's own output distribution.
+
+@torch.no_grad()
+def lens_probabilities(model, task: Task, tokens: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Answer-digit probabilities read from each residual depth of ``tokens`` (int64 [n, n_ctx]) through the final
+    norm and unembedding: float32 [n, depths, answer_len, d_vocab_out].
+
+    Depths are ``representations.residual_hooks(model)``: the embedding (``blocks.0.hook_resid_pre``), then each
+    block's output, which is the next block's ``hook_resid_pre``. Positions are the ``answer_len`` positions that
+    predict the answer digits (``prompt_len - 1`` onwards); the last depth gives the model's own output distribution.
     """
-    tokens = answered_sequences(model, task, a, b, batch_size)
+    if tokens.shape[0] == 0:
+        raise InputError("the logit lens needs at least one input")
     device = next(model.parameters()).device
     hooks = residual_hooks(model)
     reading = slice(task.prompt_len - 1, task.prompt_len - 1 + task.answer_len)
@@ -81,6 +90,11 @@ def logit_lens_probabilities(model, task: Task, a, b, batch_size: int = 4096) ->
         resid = torch.stack([cache[hook][:, reading] for hook in hooks], dim=1)  # [batch, depths, answer_len, d_model]
         parts.append(torch.softmax(model.unembed(model.ln_final(resid)).float(), dim=-1).cpu())
     return torch.cat(parts)
+
+
+def logit_lens_probabilities(model, task: Task, a, b, batch_size: int = 4096) -> torch.Tensor:
+    """``lens_probabilities`` on (a, b) teacher-forced on the model's own greedy answer: float32 [n, depths, answer_len, d_vocab_out]."""
+    return lens_probabilities(model, task, answered_sequences(model, task, a, b, batch_size), batch_size)
 
 
 def logit_lens(model, task: Task, a, b, batch_size: int = 4096) -> pd.DataFrame:
@@ -107,3 +121,45 @@ def split_logit_lens(model, task: Task, n: int = 500, ood_digits=None, seed: int
     if task.has_ood:
         frames.append(logit_lens(model, task, *task.sample_ood(n, ood_digits, seed=seed), batch_size=batch_size).assign(split="ood"))
     return pd.concat(frames, ignore_index=True)
+
+
+def correct_digit_lens(model, task: Task, a, b, batch_size: int = 4096) -> pd.DataFrame:
+    """The logit lens's probability of the correct answer digit, per input, answer position and depth.
+
+    Each input is teacher-forced on its true answer, so at every answer position the correct digit is the true
+    answer's digit there. Depths as in ``lens_probabilities``: 0 = the embedding, d = the residual stream before
+    block d, the last = after the last block (read through the final norm: the model's own output).
+    One row per input (index into a, b), position (a position name such as ``ans[10^0]``) and depth, in that order, with hook,
+    p_correct (probability of the correct digit) and argmax_correct (whether it is the most likely digit).
+    """
+    a, b = task.check_operands(a, b)
+    probs = lens_probabilities(model, task, true_sequences(task, a, b), batch_size)  # [n, depths, answer_len, vocab]
+    n, depths, answer_len, _ = probs.shape
+    correct = torch.from_numpy(task.encode_answer(task.truth(a, b)))[:, None, :, None].expand(n, depths, answer_len, 1)
+    p_correct = probs.gather(-1, correct)[..., 0].transpose(1, 2).numpy()  # [n, answer_len, depths]
+    argmax_correct = (probs.argmax(-1) == correct[..., 0]).transpose(1, 2).numpy()
+    item, position, depth = np.indices(p_correct.shape).reshape(3, -1)
+    return pd.DataFrame({
+        "input": item, "position": np.array(task.position_names()[task.prompt_len :])[position], "depth": depth,
+        "hook": np.array(residual_hooks(model))[depth], "p_correct": p_correct.reshape(-1), "argmax_correct": argmax_correct.reshape(-1),
+    })
+
+
+def correct_digit_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per position and depth of a ``correct_digit_lens`` frame: p_median, p_q25 and p_q75 (quantiles of p_correct over
+    the inputs), argmax_share (share of inputs whose most likely digit is correct) and n_inputs."""
+    groups = frame.groupby(["position", "depth"], sort=False)
+    return groups.agg(
+        p_median=("p_correct", "median"), p_q25=("p_correct", lambda p: p.quantile(0.25)),
+        p_q75=("p_correct", lambda p: p.quantile(0.75)), argmax_share=("argmax_correct", "mean"), n_inputs=("input", "size"),
+    ).reset_index()
+
+
+def readable_depth(summary: pd.DataFrame, share: float = 0.5) -> dict:
+    """Per position of a ``correct_digit_summary`` frame, the first depth whose argmax_share is at least ``share``
+    (None where no depth reaches it): {position name: depth or None}, positions in the summary's order."""
+    depths = {}
+    for position, rows in summary.sort_values("depth", kind="stable").groupby("position", sort=False):
+        readable = rows.depth[rows.argmax_share >= share]
+        depths[position] = int(readable.iloc[0]) if len(readable) else None
+    return depths

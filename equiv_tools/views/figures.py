@@ -30,7 +30,7 @@ def run_figures(run, ood_digits: Optional[int] = None, seed: int = 0) -> dict:
         ood, values = None, np.arange(task.id_limit)
 
     if run.dir.has_metrics():
-        figures["training_curves"] = (plot_training_curves(run.dir.read_metrics(), title=name), "")
+        figures["training_curves"] = (plot_training_curves(run.dir.read_metrics(), title=f"{name}: accuracy and loss through training"), "")
     else:
         figures["training_curves"] = (None, f"{run.path} has no {run.dir.metrics_file.name} (an imported run has no training history)")
 
