@@ -157,7 +157,7 @@ TRAIN_HELP = {
     "train_forward": "compute each step's loss with the TransformerBridge, or the lean forward (same loss to ~1e-6, faster)",
     "series_dtype": "dtype of the older checkpoints of the series (float16 halves its size; the latest stays float32)",
     "schedule": "learning rate after the warmup: constant, or cosine (down to 0 at the last step)",
-    "recipe": "start from a recipe's settings: reference (Nanda et al.'s grokking setup), fast; for the digit tasks adder (add3_nano's settings) or smooth (the same, with a cosine decay); flags given win",
+    "recipe": "start from a recipe's settings: reference (Nanda et al.'s grokking setup), fast, clean (fast without its collapse); for the digit tasks adder (add3_nano's settings) or smooth (the same, with a cosine decay); flags given win",
 }
 TRAIN_NONE_WORDS = {"batch_size": "full", "grad_clip": "none"}  # the word that stands for None on the command line
 TRAIN_NONE_DEFAULTS = {"n_train": "the task's split", "n_test": "the task's split", "ood_digits": "train digits + 1",

@@ -26,7 +26,7 @@ class TrainingDynamicsExplorer(W.VBox):
     the notebook.
     """
 
-    def __init__(self, run_dir="grok113_fast", progress=None, spectrum=None, device: str = "cpu"):
+    def __init__(self, run_dir="grok113", progress=None, spectrum=None, device: str = "cpu"):
         self.figures = None
         self.phases = None
         self.step = W.SelectionSlider(options=[0], description="step", continuous_update=False, layout=W.Layout(width="620px"))
