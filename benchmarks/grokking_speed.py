@@ -1,14 +1,14 @@
 """Grokking speed: a recipe on seeds 0-4, wall time and steps until test accuracy reaches 99% and holds, and whether
 each run grokked cleanly.
 
-Trains ``TrainConfig.from_recipe("fast", seed=s)`` on modular addition, p = 113, 30% of the
+Trains ``TrainConfig.from_recipe(recipe, seed=s)`` (default recipe: clean) on modular addition, p = 113, 30% of the
 12,769 pairs for training (the kit's own seeded split), into a temporary folder, and times each
 evaluation from the start of ``train``. Reached: ``grokking.grokked_step`` (99% test accuracy,
 every later evaluation at or above 98%, and the run going on for at least a fifth more steps).
 A seed that never gets there counts as infinitely slow in the medians. Clean: ``grokking.is_clean`` (train accuracy
 never below 0.95 after it first reached 0.99: no collapse); the test accuracy when memorisation completes is printed too.
 
-    python benchmarks/grokking_speed.py [--seeds 0 1 2 3 4] [--recipe fast]
+    python benchmarks/grokking_speed.py [--seeds 0 1 2 3 4] [--recipe clean]
 """
 import argparse
 import math
@@ -24,7 +24,7 @@ from equiv_tools.runs.grokking import grokked_step, is_clean, memorised_step, tr
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--recipe", default="clean")
     args = parser.parse_args()
 
     task = ModularTask(p=113, op="add", train_fraction=0.3)

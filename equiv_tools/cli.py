@@ -573,7 +573,7 @@ def _cmd_sweep(args, argv) -> int:
         raise InputError("--workers sizes the embedded cluster; with --scheduler the cluster's own workers run the jobs")
     spec = read_spec(args.spec)
     jobs_from_spec(spec)  # a bad spec is refused before torch or Dask start
-    device = _device(args)
+    device = _device(args) if args.scheduler is None else args.device  # a cluster's workers resolve it on their own machines
     from equiv_tools.analysis.sweep import RESULTS_FILE, sweep
 
     table = sweep(spec, args.out, scheduler=args.scheduler, workers=args.workers, device=device, progress=not args.quiet)

@@ -133,3 +133,22 @@ def test_lean_loss_honours_hooks():
         hooked_bridge = float(answer_loss_and_accuracy(model, SMALL, seqs)[0])
         model.reset_hooks()
     assert hooked_lean == hooked_bridge and abs(hooked_lean - clean) > 1e-3
+
+
+def test_a_cosine_run_keeps_its_length_and_schedule_on_resume(tmp_path):
+    out = tmp_path / "smooth"
+    cfg = TrainConfig.from_recipe("smooth", steps=6, warmup_steps=2, eval_every=3, checkpoint_every=3, n_train=64, n_test=32,
+                                  n_eval=32)
+    from equiv_tools import AdditionTask
+
+    train(AdditionTask(train_digits=1, width=2), out, train_cfg=cfg, model_overrides=dict(n_layers=1, d_model=16, d_head=8, d_mlp=32),
+          progress=False)
+    with pytest.raises(InputError, match="steps defines the run's data or schedule and cannot change on resume"):
+        resume(out, steps=9, progress=False)  # training further would restart the cosine's decay
+    with pytest.raises(InputError, match="schedule defines the run's data or schedule"):
+        resume(out, schedule="constant", progress=False)
+
+
+def test_the_warmup_rounds_as_before_schedules():
+    cfg = TrainConfig(lr=3e-3, warmup_steps=50)
+    assert [lr_at(cfg, s) for s in range(1, 51)] == [3e-3 * min(1.0, s / 50) for s in range(1, 51)]

@@ -123,6 +123,12 @@ BAD_SPECS = [
     ({"base": {"task": {"kind": "adition"}}, "grid": {"seed": [0]}}, "unknown task 'adition'"),
     ({"base": {"task": {"kind": "addition"}}, "runs": [{"name": "a"}, {"name": "a"}]}, "two runs are named 'a'"),
     ({"base": {"task": {"kind": "addition"}}, "grid": {"seed": [0]}, "evaluate": {"n": 0}}, "evaluate.n must be a positive integer"),
+    ({"base": {"task": {"kind": "addition"}, "model": {"seed": 3}}, "grid": {"seed": [0]}}, "base.model.seed: give the seed as the run's own field"),
+    ({"base": {"task": {"kind": ["addition"]}}, "grid": {"seed": [0]}}, "base.task.kind must be a name"),
+    ({"base": {"task": {"kind": "addition"}}, "runs": [{"name": ".."}]}, "the run name '..' must be letters"),
+    ({"base": {"task": {"kind": "addition", "train_digits": 1, "width": 2}, "training": {"n_train": 90, "n_test": 20}}, "grid": {"seed": [0]}},
+     "n_train + n_test = 90 + 20 exceeds the 100 ID pairs"),
+    ({"base": {"task": {"kind": "addition"}, "training": {"ood_digits": 9}}, "grid": {"seed": [0]}}, "OOD digits must satisfy"),
 ]
 
 
@@ -141,6 +147,61 @@ def test_the_cli_refuses_a_bad_spec_before_starting_anything(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["equiv-tools: error: sweep spec: grid.seed must be a non-empty list of values, got []"]
     assert not (tmp_path / "out").exists()  # refused before the sweep made its folder or started a cluster
+
+
+def test_a_spec_file_reads_numbers_as_yaml_1_2_does(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("base:\n  task: {kind: addition}\n  training: {lr: 3e-3, steps: 10}\ngrid:\n  seed: [0]\n")
+    job = jobs_from_spec(read_spec(path))[0]
+    assert job.train_config().lr == 0.003 and job.train_config().steps == 10
+
+
+def test_each_row_is_what_evaluate_and_discover_say_of_the_run_it_wrote(embedded):
+    from equiv_tools import discover_relations, evaluate_run, load_run
+
+    table, out = embedded
+    for row in table.itertuples():
+        run = load_run(out / row.run)
+        measured = evaluate_run(run, n=500, seed=0)
+        summary, _ = discover_relations(run.model, run.task, *run.task.sample_ood(500, seed=0))
+        assert (row.id_accuracy, row.ood_accuracy) == (measured["id_accuracy"], measured["ood_accuracy"])
+        assert (row.best_relation, row.best_relation_share) == (summary.relation.iloc[0], summary.accuracy.iloc[0])
+
+
+def test_an_unfinished_run_resumes_and_a_foreign_or_interrupted_one_is_refused(tmp_path):
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec["grid"]["seed"] = [0]
+    spec["base"]["training"]["checkpoint_every"] = 50
+    job = jobs_from_spec(spec)[0]
+    from equiv_tools import train
+
+    def stop_at_step_100(rows):
+        if rows[0]["step"] == 100:
+            raise KeyboardInterrupt  # the job is killed at step 100; its last checkpoint is step 50's
+
+    with pytest.raises(KeyboardInterrupt):
+        train(job.build_task(), tmp_path / "seed0", preset=job.preset, train_cfg=job.train_config(), model_overrides=job.model,
+              progress=False, on_eval=stop_at_step_100)
+    assert json.loads((tmp_path / "seed0" / "state.json").read_text())["step"] == 50
+    row = run_job(job.to_dict(), str(tmp_path))
+    assert row["status"] == "ok", row["error"]
+    assert json.loads((tmp_path / "seed0" / "state.json").read_text())["step"] == 150
+    other = dict(job.to_dict(), model={**job.model, "d_mlp": 32})
+    (tmp_path / "seed0" / "sweep_result.json").unlink()
+    assert "holds another run than this job's" in run_job(other, str(tmp_path))["error"]
+    (tmp_path / "seed0" / "state.json").unlink()
+    (tmp_path / "seed0" / "sweep_result.json").unlink(missing_ok=True)
+    assert "interrupted before its first checkpoint" in run_job(job.to_dict(), str(tmp_path))["error"]
+
+
+def test_a_cluster_whose_workers_run_several_threads_is_refused(tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, Client(cluster) as client:
+        with pytest.raises(InputError, match="a sweep needs one job at a time per worker process"):
+            sweep(EXAMPLE, tmp_path, client=client, progress=False)
+    with pytest.raises(InputError, match="give a client, or a scheduler address, or a number of workers"):
+        sweep(EXAMPLE, tmp_path, client=object(), workers=2, progress=False)
 
 
 def test_the_shipped_spec_is_valid_and_covers_three_sizes_by_five_seeds():

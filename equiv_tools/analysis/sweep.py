@@ -64,6 +64,9 @@ def _train_or_reuse(job: Job, run_dir: RunDir, device: str) -> None:
         train(job.build_task(), run_dir, preset=job.preset, train_cfg=cfg, model_overrides=job.model,
               command=["equiv-tools", "sweep", f"(run {job.run})"], progress=False, device=device)
         return
+    if not run_dir.state_file.is_file():
+        raise InputError(f"{run_dir} was interrupted before its first checkpoint (it has {run_dir.config_file.name} but no "
+                         f"{run_dir.state_file.name}); delete it and run the sweep again")
     recorded = run_dir.read_config()
     if recorded.task.to_dict() != job.build_task().to_dict() or recorded.model != model or recorded.training != cfg:
         raise InputError(f"{run_dir} holds another run than this job's (its config.json differs in task, model or training); "
@@ -114,9 +117,9 @@ def run_job(job: dict, out: str, device: str = "cpu") -> dict:
             raise InputError(f"the worker on {socket.gethostname()} cannot see the output folder {out}; "
                              "on a cluster, --out must be storage that every worker shares at the same path")
         run_dir = RunDir(Path(out) / job.run)
-        if run_dir.sweep_result_file.is_file():
+        if run_dir.sweep_result_file.is_file() and run_dir.weights_file.is_file():
             kept = read_json(run_dir.sweep_result_file)
-            if kept.get("job") == job.to_dict():
+            if kept.get("job") == job.to_dict() and set(kept.get("row", {})) == set(RESULT_COLUMNS):  # this job, this table's columns
                 return kept["row"]
         with _one_torch_thread():
             _train_or_reuse(job, run_dir, device)
@@ -150,13 +153,16 @@ def sweep(spec, out, client=None, scheduler: Optional[str] = None, workers: Opti
           progress: bool = True) -> pd.DataFrame:
     """Run every job of ``spec`` (a dict, or the path of a YAML file) on Dask; write and return ``out/results.csv``.
 
-    ``client``: a ``dask.distributed.Client`` to use; else ``scheduler`` (``tcp://HOST:PORT``) to connect to;
-    else an embedded ``LocalCluster`` of ``workers`` processes (default: one per CPU core), one thread each.
+    ``client``: a ``dask.distributed.Client`` to use (its workers must run one thread each: ``--nthreads 1``); else
+    ``scheduler`` (``tcp://HOST:PORT``) to connect to; else an embedded ``LocalCluster`` of ``workers`` processes
+    (default: one per CPU core), one thread each. ``device`` is resolved on each worker.
     The table has one row per run, in spec order, with the columns ``RESULT_COLUMNS``; failed jobs are rows
     with their error. A bad spec raises InputError before any job starts.
     """
     from dask.distributed import as_completed
 
+    if client is not None and (scheduler is not None or workers is not None):
+        raise InputError("give a client, or a scheduler address, or a number of workers for an embedded cluster: one of them")
     jobs = jobs_from_spec(spec if isinstance(spec, dict) else read_spec(spec))
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
@@ -164,6 +170,10 @@ def sweep(spec, out, client=None, scheduler: Optional[str] = None, workers: Opti
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
     with _dask_client(client, scheduler, workers) as dask_client:
+        threaded = {worker: n for worker, n in dask_client.nthreads().items() if n > 1}
+        if threaded:
+            raise InputError(f"{len(threaded)} Dask worker(s) run {max(threaded.values())} threads; a sweep needs one job at a time "
+                             "per worker process (dask worker --nthreads 1), since jobs share a process's torch seed and threads")
         # longest first (steps x layers), so that no worker is left with a long job at the end while the others idle
         futures = {dask_client.submit(run_job, job.to_dict(), str(out), device, pure=False,
                                       priority=job.train_config().steps * job.model_config()["n_layers"]): job for job in jobs}

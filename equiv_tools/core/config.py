@@ -45,7 +45,8 @@ def model_config(task: Task, preset: str = "nano", seed: int = 0, **overrides) -
     return cfg
 
 
-# Training recipes for the grokking layout (``--recipe``): each fills in TrainConfig defaults.
+# Training recipes (``--recipe``), each filling in TrainConfig defaults: reference, fast and clean for the grokking
+# layout, adder and smooth for the digit layout.
 RECIPES: dict[str, dict] = {
     # Nanda et al. (2023) and TransformerLens's grokking demo: full batch, AdamW lr 1e-3,
     # weight decay 1.0, betas (0.9, 0.98), 10 steps of linear warmup, no gradient clipping;

@@ -65,6 +65,20 @@ class Job:
         return asdict(self)
 
 
+def _yaml_loader():
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does: ``3e-3`` is a float (YAML 1.1 wants ``3.0e-3``)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"),
+                                 list("-+0123456789."))  # after PyYAML's own: integers stay integers
+    return Loader
+
+
 def read_spec(path) -> dict:
     """Parse a YAML spec file; InputError if it is missing or not YAML."""
     import yaml
@@ -73,7 +87,7 @@ def read_spec(path) -> dict:
     if not path.is_file():
         raise InputError(f"sweep spec {path} does not exist")
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.load(path.read_text(), Loader=_yaml_loader())
     except yaml.YAMLError as exc:
         raise InputError(f"sweep spec {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     return spec
@@ -96,8 +110,13 @@ def _check_run_fields(fields: dict, where: str, allow_name: bool) -> None:
             raise InputError(f"sweep spec: {where}.{key} must be a string, got {value!r}")
         elif key == "seed" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise InputError(f"sweep spec: {where}.seed must be a non-negative integer, got {value!r}")
-    if "seed" in fields.get("training", {}):
-        raise InputError(f"sweep spec: {where}.training.seed: give the seed as the run's own field `seed`")
+    for part in ("training", "model"):
+        if "seed" in fields.get(part, {}):
+            raise InputError(f"sweep spec: {where}.{part}.seed: give the seed as the run's own field `seed`")
+    for part, key in (("task", "kind"), ("training", "recipe")):
+        value = fields.get(part, {}).get(key)
+        if value is not None and not isinstance(value, str):
+            raise InputError(f"sweep spec: {where}.{part}.{key} must be a name, got {value!r}")
 
 
 def _merge(base: dict, fields: dict) -> dict:
@@ -117,8 +136,8 @@ def _label(key: str, value) -> str:
 def _check_job(fields: dict, name: str, where: str, evaluate: dict) -> Job:
     if "task" not in fields:
         raise InputError(f"sweep spec: {where} has no task; give one in base or in the run")
-    if not name or not set(name) <= NAME_CHARACTERS:
-        raise InputError(f"sweep spec: {where}: the run name {name!r} must be letters, digits, '_', '-' or '.'")
+    if not name or not set(name) <= NAME_CHARACTERS or name.startswith("."):
+        raise InputError(f"sweep spec: {where}: the run name {name!r} must be letters, digits, '_', '-' or '.', not starting with '.'")
     job = Job(run=name, task=fields["task"], preset=fields.get("preset", "nano"), model=fields.get("model", {}),
               training=fields.get("training", {}), seed=fields.get("seed", 0), evaluate_n=evaluate["n"],
               evaluate_seed=evaluate["seed"])
@@ -126,7 +145,11 @@ def _check_job(fields: dict, name: str, where: str, evaluate: dict) -> Job:
         if job.preset not in PRESETS:
             raise InputError(f"unknown preset {job.preset!r}; choose one of: {', '.join(PRESETS)}")
         job.model_config()
-        job.train_config()
+        cfg = job.train_config()
+        task = job.build_task()
+        task.id_split(cfg.seed, cfg.n_train, cfg.n_test)  # sizes that fit the task, as train checks them
+        if task.has_ood and cfg.ood_digits is not None:
+            task.sample_ood(1, cfg.ood_digits)
     except InputError as exc:
         raise InputError(f"sweep spec: {where} ({name}): {exc}") from None
     except TypeError as exc:  # a field of the wrong type that a dataclass constructor refuses
@@ -165,7 +188,7 @@ def jobs_from_spec(spec: dict) -> list[Job]:
         for combination in itertools.product(*grid.values()):
             fields = dict(zip(grid, combination))
             name = "-".join(_label(k, v) for k, v in fields.items())
-            named.append((_merge(base, fields), name, f"grid run {name}"))
+            named.append((_merge(base, fields), name, "grid"))
     runs = spec.get("runs", [])
     if not isinstance(runs, list):
         raise InputError(f"sweep spec: runs must be a list of runs, got {runs!r}")

@@ -80,14 +80,14 @@ def is_clean(metrics: pd.DataFrame, floor: float = 0.95, level: float = 0.99) ->
 
 def plateau(metrics: pd.DataFrame, ceiling: float = 0.10, level: float = 0.99) -> Optional[tuple[int, int]]:
     """The plateau after memorisation: (the step train accuracy first reaches ``level``, the last evaluated step
-    from then on before test accuracy first rises above ``ceiling``). None when the run never memorises, or
-    when test accuracy is already above ``ceiling`` at memorisation (no plateau)."""
+    from then on before test accuracy first rises above ``ceiling``). None when the run never memorises, when test
+    accuracy is already above ``ceiling`` at memorisation (no plateau), or when no test evaluation follows."""
     start = memorised_step(metrics, level)
     if start is None:
         return None
     test = metrics[(metrics.split == "id_test") & (metrics.step >= start)].sort_values("step")
     above = (test.accuracy > ceiling).to_numpy()
-    if above[0]:
+    if not len(above) or above[0]:
         return None
     last = len(test) - 1 if not above.any() else above.argmax() - 1
     return start, int(test.step.iloc[last])

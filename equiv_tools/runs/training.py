@@ -147,10 +147,9 @@ def _save_checkpoint(run_dir: RunDir, model, opt, step: int, rows: list[dict], c
 def lr_at(cfg: TrainConfig, step: int) -> float:
     """The learning rate of step ``step`` (counted from 1): linear warmup over ``warmup_steps``, then constant or,
     with ``schedule="cosine"``, half a cosine from ``lr`` down to 0 at ``steps``."""
-    if step <= cfg.warmup_steps:
-        return cfg.lr * step / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return cfg.lr
+    warm = cfg.lr * min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr  # as before schedules: bit for bit
+    if cfg.schedule == "constant" or step <= cfg.warmup_steps:
+        return warm
     done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
@@ -219,8 +218,9 @@ def train(
     return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress, on_eval, lean_agrees)
 
 
-# Fields that define the run's data; changing them midway would make another run.
-FIXED_ON_RESUME = ("seed", "n_train", "n_test", "n_eval", "ood_digits")
+# Fields that define the run's data or its schedule; changing them midway would make another run. A cosine
+# schedule's length (steps) is fixed too: training further would restart the decay.
+FIXED_ON_RESUME = ("seed", "n_train", "n_test", "n_eval", "ood_digits", "schedule")
 
 
 def resume(run_dir, *, progress: bool = True, device: str = "cpu", on_eval: Optional[Callable[[list[dict]], None]] = None,
@@ -241,10 +241,11 @@ def resume(run_dir, *, progress: bool = True, device: str = "cpu", on_eval: Opti
     if "recipe" in overrides and overrides["recipe"] != config.training.recipe:
         raise InputError(f"a run keeps the recipe it started from (recorded: {config.training.recipe!r}); "
                          "pass the settings to change instead (e.g. --lr)")
-    fixed = sorted(k for k in FIXED_ON_RESUME if k in overrides and overrides[k] != getattr(config.training, k))
+    fixed_fields = FIXED_ON_RESUME + (("steps",) if config.training.schedule == "cosine" else ())
+    fixed = sorted(k for k in fixed_fields if k in overrides and overrides[k] != getattr(config.training, k))
     if fixed:
         recorded = ", ".join(f"{k}={getattr(config.training, k)!r}" for k in fixed)
-        raise InputError(f"{' and '.join(fixed)} {'defines' if len(fixed) == 1 else 'define'} the run's data and cannot change "
+        raise InputError(f"{' and '.join(fixed)} {'defines' if len(fixed) == 1 else 'define'} the run's data or schedule and cannot change "
                          f"on resume (recorded: {recorded}); train a new run instead")
     cfg = TrainConfig.from_dict({**asdict(config.training), **overrides})
     start = run_dir.read_state_step()

@@ -475,16 +475,16 @@ def plot_progress_measures(metrics: pd.DataFrame, progress: pd.DataFrame, phases
 def plot_head_ablation(frame: pd.DataFrame, title: Optional[str] = None) -> Figure:
     """Heatmap of the accuracy each answer digit loses when one head is ablated: heads (rows) x answer digits (columns).
 
-    ``frame``: an ``ablation.head_ablation`` frame (layer, head, digit, accuracy_drop); negative values (an ablation
-    that helps) switch to a diverging map centred at 0.
+    ``frame``: an ``ablation.head_ablation`` frame (layer, head, digit, accuracy_drop): signed (an ablation may help),
+    so a diverging map centred at 0.
     """
     grid = frame.assign(row=[f"layer {layer}, head {head}" for layer, head in zip(frame.layer, frame["head"])])
     grid = grid.pivot(index="row", columns="digit", values="accuracy_drop")
     grid = grid.reindex(index=list(dict.fromkeys(f"layer {l}, head {h}" for l, h in zip(frame.layer, frame["head"]))),
                         columns=list(dict.fromkeys(frame.digit)))
-    fig = Figure(figsize=(0.8 * len(grid.columns) + 3.4, 0.32 * len(grid) + 1.6), layout="constrained")
+    fig = Figure(figsize=(min(MAX_WIDTH, 0.8 * len(grid.columns) + 3.4), 0.32 * len(grid) + 1.6), layout="constrained")
     ax = fig.subplots()
-    sns.heatmap(grid, ax=ax, annot=True, fmt=".2f", annot_kws={"fontsize": ANNOTATION_SIZE}, **_colour_scale(grid.to_numpy()),
+    sns.heatmap(grid, ax=ax, annot=True, fmt=".2f", annot_kws={"fontsize": ANNOTATION_SIZE}, **_colour_scale(grid.to_numpy(), signed=True),
                 cbar_kws={"label": "accuracy lost (share of inputs)"})
     ax.set(xlabel="answer digit (10^k: units, tens, ...)", ylabel="ablated head")
     fig.suptitle(title or "which answer digits break when one head is ablated")
@@ -502,18 +502,20 @@ SWEEP_COLUMNS = {  # a results.csv column -> its axis label in words
 
 def plot_sweep(results: pd.DataFrame, by: str, value: str, title: Optional[str] = None) -> Figure:
     """One point per run of a sweep's ``results.csv`` frame: ``value`` (a share or an accuracy, 0..1) against the
-    groups of column ``by`` (e.g. ``n_layers``), each group's median drawn as a bar behind its points."""
+    groups of column ``by`` (e.g. ``n_layers``), in their natural order, each group's median drawn as a bar behind its points."""
     fig = Figure(figsize=(6.4, 3.8), layout="constrained")
     ax = fig.subplots()
-    order = sorted(results[by].dropna().unique(), key=str)
+    order = sorted(results[by].dropna().unique())
+    labels = [str(g) for g in order]
     medians = results.groupby(by)[value].median().reindex(order)
-    ax.bar([str(g) for g in order], medians.to_numpy(), color="#dddddd", edgecolor="#888888", label="median")
-    sns.stripplot(data=results.assign(**{by: results[by].astype(str)}), x=by, y=value, order=[str(g) for g in order],
-                  hue="seed" if "seed" in results and by != "seed" else None, palette="colorblind", size=7, jitter=0.15, ax=ax)
+    ax.bar(labels, medians.to_numpy(), color="#dddddd", edgecolor="#888888", label="median")
+    points = results.assign(**{by: results[by].astype(str)})
+    sns.stripplot(data=points, x=by, y=value, order=labels, color="#4c72b0", size=7, jitter=0.15, ax=ax, label="one run")
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel(SWEEP_COLUMNS.get(by, by.replace("_", " ")))
     ax.set_ylabel(SWEEP_COLUMNS.get(value, value.replace("_", " ")))
-    if ax.get_legend() is not None:
-        ax.legend(title="seed (bar: median)", fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(title or f"{SWEEP_COLUMNS.get(value, value)} by {SWEEP_COLUMNS.get(by, by)}")
+    handles, names = ax.get_legend_handles_labels()
+    keep = dict(zip(names, handles))  # one entry each: the median bar, and a point
+    ax.legend(keep.values(), keep.keys(), fontsize="small", loc="lower right")
+    fig.suptitle(title or f"{SWEEP_COLUMNS.get(value, value)} by {SWEEP_COLUMNS.get(by, by)}".replace("\n", " "))
     return fig
