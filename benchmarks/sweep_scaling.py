@@ -4,7 +4,7 @@ LocalCluster of 1 worker and of 2 workers, side by side in one process.
 Each cluster is started and its workers have imported the kit before the clock starts, so the times are the
 sweep's own: scheduling, training, measuring, gathering the table. Each job trains on one torch thread.
 
-    python benchmarks/sweep_scaling.py [--jobs 8] [--steps 300]
+    python benchmarks/sweep_scaling.py [--jobs 8] [--steps 600]
 """
 import argparse
 import importlib
@@ -46,7 +46,7 @@ def timed_sweep(workers: int, jobs: int, steps: int) -> tuple[float, pd.DataFram
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
     one, rows_one = timed_sweep(1, args.jobs, args.steps)
     two, rows_two = timed_sweep(2, args.jobs, args.steps)

@@ -22,6 +22,7 @@ import pytest
 from matplotlib.colors import ListedColormap, to_rgba_array
 
 import equiv_tools as et
+from equiv_tools.analysis.ablation import head_ablation
 from equiv_tools.analysis.discovery import relation_share_by_step
 from equiv_tools.analysis.fourier import embedding_frequency_norms, key_frequencies, neuron_activations
 from equiv_tools.analysis.maps import answers_frame, digit_distributions
@@ -30,6 +31,7 @@ from equiv_tools.analysis.progress import progress_series
 from equiv_tools.analysis.projection import checkpoint_models, pca_series
 from equiv_tools.analysis.reading import correct_digit_lens, correct_digit_summary, logit_lens, mean_attention, split_logit_lens
 from equiv_tools.analysis.sensitivity import input_sensitivity
+from equiv_tools.analysis.sweep import read_results
 from equiv_tools.views import plots
 from equiv_tools.views.figures import run_figures
 
@@ -129,6 +131,18 @@ def _patching(runs):
             (plots.plot_patching(probability, names, answer_position=2), False), (plots.plot_patching(distance, names), False)]
 
 
+def _head_ablation(runs):
+    add3 = runs["add3_nano"]
+    return [(plots.plot_head_ablation(head_ablation(add3.model, add3.task, *add3.task.sample_id(100, seed=0))), True)]
+
+
+def _sweep(runs):
+    results = read_results(et.shipped_data_dir() / "sweeps" / "across_runs")
+    adders = results[results.task.str.startswith("AdditionTask")]
+    return [(plots.plot_sweep(adders, by="n_layers", value="residue_relation_share"), False),
+            (plots.plot_sweep(adders, by="recipe", value="id_floor_after_fit"), False)]
+
+
 def _progress_measures(runs):
     grok = runs["grok113_fast"]
     metrics = et.read_metrics(grok.path)
@@ -143,7 +157,7 @@ CASES = {
     "plot_fourier_spectrum": _fourier_spectrum, "plot_neuron_activations": _neuron_activations,
     "plot_sensitivity": _sensitivity, "plot_attention": _attention, "plot_logit_lens": _logit_lens,
     "plot_correct_digit_lens": _correct_digit_lens, "plot_pca_series": _pca_series, "plot_patching": _patching,
-    "plot_progress_measures": _progress_measures,
+    "plot_progress_measures": _progress_measures, "plot_head_ablation": _head_ablation, "plot_sweep": _sweep,
 }
 
 

@@ -51,7 +51,7 @@ def test_shipped_runs_load_by_name_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert shipped_data_dir() == REPO / "data"  # a checkout or an editable install
     assert load_run("add3_nano").path == REPO / "data" / "add3_nano"
-    with pytest.raises(InputError, match=r"'nope' does not exist, .* \(those are: add3_nano, grok113, grok113_fast, mul2_nano\)"):
+    with pytest.raises(InputError, match=r"'nope' does not exist, .* \(those are: add3_nano, grok113, grok113_fast, mod100_digits, mod101_digits, mul2_nano\)"):
         RunDir.resolve("nope")
     (tmp_path / "add3_nano").mkdir()  # a folder of that name here comes first
     assert RunDir.resolve("add3_nano").path == Path("add3_nano")

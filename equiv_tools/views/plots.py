@@ -517,5 +517,5 @@ def plot_sweep(results: pd.DataFrame, by: str, value: str, title: Optional[str] 
     handles, names = ax.get_legend_handles_labels()
     keep = dict(zip(names, handles))  # one entry each: the median bar, and a point
     ax.legend(keep.values(), keep.keys(), fontsize="small", loc="lower right")
-    fig.suptitle(title or f"{SWEEP_COLUMNS.get(value, value)} by {SWEEP_COLUMNS.get(by, by)}".replace("\n", " "))
+    fig.suptitle(title or "a sweep's runs, one point each, with the median as a bar")
     return fig
