@@ -116,3 +116,56 @@ def test_refuses_to_overwrite_and_to_resume_finished(tmp_path):
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(InputError, match=message):
         TrainConfig(**kwargs)
+
+
+EXTRA = (np.array([12, 30, 45, 99, 7]), np.array([88, 3, 10, 2, 60]))  # 2-digit pairs: OOD for TASK
+
+
+def test_extra_pairs_are_saved_drawn_at_their_share_and_resume_exactly(tmp_path):
+    cfg = _cfg(extra_share=0.25)
+    train(TASK, tmp_path / "whole", train_cfg=cfg, model_overrides=TINY, progress=False, extra_pairs=EXTRA)
+    train(TASK, tmp_path / "part", train_cfg=_cfg(extra_share=0.25, steps=20), model_overrides=TINY, progress=False, extra_pairs=EXTRA)
+    resume(tmp_path / "part", steps=40, progress=False)
+    whole, part = load_tensors(tmp_path / "whole" / "model.safetensors"), load_tensors(tmp_path / "part" / "model.safetensors")
+    assert all(torch.equal(whole[k], part[k]) for k in whole)
+    a, b = load_run(tmp_path / "whole").dir.read_extra_pairs()
+    assert a.tolist() == EXTRA[0].tolist() and b.tolist() == EXTRA[1].tolist()
+    from equiv_tools.runs.training import _Data
+
+    data = _Data(TASK, cfg, torch.device("cpu"), EXTRA)
+    extra_rows = data.batch(cfg, 7)[:, :TASK.prompt_len].tolist()
+    assert sum(row in data.train[data.n_id:, :TASK.prompt_len].tolist() for row in extra_rows) == round(0.25 * 32)
+    assert data.eval_sets["train"].shape[0] == 40 and not any(  # the train evaluation stays on the ID split
+        row in data.train[data.n_id:].tolist() for row in data.eval_sets["train"].tolist())
+
+
+def test_a_run_started_from_another_begins_at_its_weights_and_keeps_its_model(learner, tmp_path):
+    out, _ = learner
+    train(ADD2, tmp_path / "more", train_cfg=_cfg(steps=10, n_train=None, n_test=None), progress=False, init_from=out)
+    start, source = load_tensors(tmp_path / "more" / "checkpoints" / "step_000000.safetensors"), load_tensors(out / "model.safetensors")
+    assert all(torch.equal(start[k], source[k]) for k in source)
+    recorded = json.loads((tmp_path / "more" / "config.json").read_text())
+    assert recorded["model"] == json.loads((out / "config.json").read_text())["model"] and recorded["provenance"]["init_from"] == str(out)
+    with pytest.raises(InputError, match="not AdditionTask\\(train_digits=1"):
+        train(TASK, tmp_path / "other", train_cfg=_cfg(), progress=False, init_from=out)
+    with pytest.raises(InputError, match="needs extra_pairs"):
+        train(TASK, tmp_path / "share", train_cfg=_cfg(extra_share=0.5), progress=False)
+
+
+def test_stop_when_ends_training_at_that_evaluation_with_a_checkpoint(tmp_path):
+    metrics = train(TASK, tmp_path / "run", train_cfg=_cfg(), model_overrides=TINY, progress=False,
+                    stop_when=lambda rows: rows[0]["step"] >= 20)
+    assert metrics.step.max() == 20
+    run_dir = load_run(tmp_path / "run").dir
+    assert run_dir.read_state_step() == 20 and run_dir.optimizer_steps() == [20]
+
+
+def test_a_run_with_extra_pairs_resumes_only_with_them_and_shares_are_checked(tmp_path):
+    train(TASK, tmp_path / "run", train_cfg=_cfg(steps=20), model_overrides=TINY, progress=False, extra_pairs=EXTRA)
+    (tmp_path / "run" / "extra_pairs.csv").unlink()
+    with pytest.raises(InputError, match="trained with 5 extra pairs, but its extra_pairs.csv is missing"):
+        resume(tmp_path / "run", steps=40, progress=False)
+    with pytest.raises(InputError, match="rounds to 0 pairs"):
+        _cfg(extra_share=0.01)
+    with pytest.raises(InputError, match="needs minibatches"):
+        _cfg(extra_share=0.5, batch_size=None)

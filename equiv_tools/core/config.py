@@ -84,6 +84,8 @@ class TrainConfig:
     ``series_dtype``: the dtype older checkpoints of the series are stored in
     (``float16`` halves the series' size); the latest checkpoint stays float32, so resuming is exact.
     ``schedule``: the learning rate after the linear warmup: ``constant``, or ``cosine`` (decaying to 0 at ``steps``).
+    ``extra_share``: the share of each minibatch drawn from the run's extra pairs (``train(extra_pairs=...)``);
+    None draws uniformly from the ID training split and the extra pairs together.
     ``recipe``: the name of the recipe (``RECIPES``) whose defaults ``from_recipe`` filled in, or None.
     """
 
@@ -105,6 +107,7 @@ class TrainConfig:
     train_forward: str = "bridge"
     series_dtype: str = "float32"
     schedule: str = "constant"
+    extra_share: Optional[float] = None
     recipe: Optional[str] = None
 
     def __post_init__(self):
@@ -135,6 +138,14 @@ class TrainConfig:
             raise InputError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise InputError(f"beta1 and beta2 must lie in [0, 1), got {self.beta1} and {self.beta2}")
+        if self.extra_share is not None:
+            if not (isinstance(self.extra_share, (int, float)) and 0 < self.extra_share < 1):
+                raise InputError(f"extra_share must lie strictly between 0 and 1, or be None, got {self.extra_share!r}")
+            if self.batch_size is None:
+                raise InputError("extra_share needs minibatches; full-batch training (batch_size=None) uses every pair at every step")
+            if round(self.extra_share * self.batch_size) in (0, self.batch_size):
+                raise InputError(f"extra_share={self.extra_share} of a batch of {self.batch_size} rounds to "
+                                 f"{round(self.extra_share * self.batch_size)} pairs; draw at least one pair from each side")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise InputError(f"grad_clip must be positive or None, got {self.grad_clip}")
         for name, allowed in TRAIN_CHOICES.items():

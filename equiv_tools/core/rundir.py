@@ -9,6 +9,8 @@ Layout::
     checkpoints/step_NNNNNN.safetensors  the weight series
     checkpoints/step_NNNNNN.optimizer.safetensors   AdamW state of the latest checkpoint
     sweep_result.json                    a sweep's job and its result row (runs a sweep trained or evaluated)
+    extra_pairs.csv                      a,b: pairs mixed into the ID training data (runs trained with extra pairs)
+    remedy.json                          the remedy that made the run: its name, source run, options and cost
 
 Torch-free: ``RunDir`` names the weight files, and ``runs.storage`` reads and writes the tensors in them.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+
+import numpy as np
 
 from equiv_tools.core.config import RunConfig
 from equiv_tools.core.errors import InputError
@@ -30,6 +34,8 @@ METRICS_FILE = "metrics.csv"
 STATE_FILE = "state.json"
 CHECKPOINT_DIR = "checkpoints"
 SWEEP_RESULT_FILE = "sweep_result.json"
+EXTRA_PAIRS_FILE = "extra_pairs.csv"
+REMEDY_FILE = "remedy.json"
 
 
 def shipped_runs(data_dir=None) -> list[str]:
@@ -104,6 +110,32 @@ class RunDir(os.PathLike):
     def sweep_result_file(self) -> Path:
         """The job a sweep ran here and its result row, so a re-run of the sweep reuses both."""
         return self.path / SWEEP_RESULT_FILE
+
+    @property
+    def remedy_file(self) -> Path:
+        """What remedy (``analysis.remedies``) made this run from which run, and at what cost."""
+        return self.path / REMEDY_FILE
+
+    @property
+    def extra_pairs_file(self) -> Path:
+        """The pairs (columns a, b) that training mixed into the run's ID training split, if any."""
+        return self.path / EXTRA_PAIRS_FILE
+
+    def read_extra_pairs(self):
+        """The extra training pairs as two int64 arrays (a, b), each [k]; None when the run has none."""
+        if not self.extra_pairs_file.is_file():
+            return None
+        try:
+            rows = np.loadtxt(self.extra_pairs_file, dtype=np.int64, delimiter=",", skiprows=1, ndmin=2)
+        except ValueError as exc:
+            raise InputError(f"{self.extra_pairs_file} is not a CSV of whole numbers a,b ({exc}); the run directory is damaged") from None
+        if rows.shape[1] != 2:
+            raise InputError(f"{self.extra_pairs_file} must have two columns, a and b; the run directory is damaged")
+        return rows[:, 0], rows[:, 1]
+
+    def write_extra_pairs(self, a, b) -> None:
+        lines = ["a,b", *(f"{int(x)},{int(y)}" for x, y in zip(a, b))]
+        atomic_write_bytes(self.extra_pairs_file, ("\n".join(lines) + "\n").encode())
 
     @property
     def checkpoint_dir(self) -> Path:

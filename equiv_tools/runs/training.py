@@ -58,12 +58,16 @@ def _answer_loss_and_accuracy(forward, task: Task, seqs: torch.Tensor) -> tuple[
 
 
 class _Data:
-    """The run's fixed data: train pairs, and the evaluation sets (train subset, ID test, OOD)."""
+    """The run's fixed data: train pairs (the ID split, then any extra pairs), and the evaluation sets (train
+    subset of the ID split, ID test, OOD)."""
 
-    def __init__(self, task: Task, cfg: TrainConfig, device: torch.device):
+    def __init__(self, task: Task, cfg: TrainConfig, device: torch.device, extra=None):
         (train, test) = task.id_split(cfg.seed, cfg.n_train, cfg.n_test)
         self.train = _sequences(task, train, device)
+        self.n_id = len(self.train)
         self.eval_sets = {"train": self.train[: cfg.n_eval], "id_test": _sequences(task, test, device)[: cfg.n_eval]}
+        if extra is not None:
+            self.train = torch.cat([self.train, _sequences(task, extra, device)])
         if task.has_ood:
             ood = task.sample_ood(cfg.n_eval, cfg.ood_digits, seed=cfg.seed + 1)
             self.eval_sets["ood"] = _sequences(task, ood, device)
@@ -72,7 +76,12 @@ class _Data:
     def batch(self, cfg: TrainConfig, step: int) -> torch.Tensor:
         if cfg.batch_size is None:
             return self.train
-        idx = np.random.default_rng([cfg.seed, step]).integers(0, len(self.train), cfg.batch_size)
+        rng = np.random.default_rng([cfg.seed, step])
+        if cfg.extra_share is None or self.n_id == len(self.train):
+            idx = rng.integers(0, len(self.train), cfg.batch_size)
+        else:  # a fixed share of the batch from the extra pairs, the rest from the ID split
+            n_extra = round(cfg.extra_share * cfg.batch_size)
+            idx = np.concatenate([rng.integers(0, self.n_id, cfg.batch_size - n_extra), rng.integers(self.n_id, len(self.train), n_extra)])
         return self.train[torch.from_numpy(idx).to(self.train.device)]
 
 
@@ -155,7 +164,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def _loop(run_dir: RunDir, task: Task, model, opt, cfg: TrainConfig, data: _Data, start: int, rows: list[dict], progress: bool,
-          on_eval: Optional[Callable[[list[dict]], None]], lean_agrees: bool):
+          on_eval: Optional[Callable[[list[dict]], None]], lean_agrees: bool, stop_when: Optional[Callable[[list[dict]], bool]] = None):
     model.train()
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"training {run_dir.name}", disable=not progress, initial=start, total=cfg.steps)
     for step in bar:
@@ -168,16 +177,20 @@ def _loop(run_dir: RunDir, task: Task, model, opt, cfg: TrainConfig, data: _Data
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        stop = False
         if step % cfg.eval_every == 0 or step == cfg.steps:
             rows.extend(_evaluate(model, task, data, step, lean_agrees))
             latest = {r["split"]: r["accuracy"] for r in rows[-len(data.eval_sets):]}
             bar.set_postfix({k: f"{v:.3f}" for k, v in latest.items()})
             if on_eval is not None:
                 on_eval(rows[-len(data.eval_sets):])
-            if not checkpoint:  # a checkpoint writes the metrics itself
+            stop = stop_when is not None and bool(stop_when(rows[-len(data.eval_sets):]))
+            if not (checkpoint or stop):  # a checkpoint writes the metrics itself
                 run_dir.write_metrics(rows)
-        if checkpoint:
+        if checkpoint or stop:
             _save_checkpoint(run_dir, model, opt, step, rows, cfg)
+        if stop:
+            break
     model.eval()
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
@@ -192,10 +205,19 @@ def train(
     progress: bool = True,
     device: str = "cpu",
     on_eval: Optional[Callable[[list[dict]], None]] = None,
+    init_from=None,
+    extra_pairs=None,
+    stop_when: Optional[Callable[[list[dict]], bool]] = None,
 ) -> pd.DataFrame:
-    """Train a fresh model on ``task`` into the new run directory ``out_dir``; return the metrics DataFrame.
+    """Train a model on ``task`` into the new run directory ``out_dir``; return the metrics DataFrame.
 
     ``train_cfg``: the settings (default ``TrainConfig()``; ``TrainConfig.from_recipe("fast")`` for grokking).
+    ``init_from``: a run directory of the same task whose model and latest weights to start from (``preset`` is
+    then not used, and ``model_overrides`` are refused); default: a fresh model. The provenance records it as given.
+    ``extra_pairs``: ``(a, b)``, each [k]: pairs trained on beside the ID split (``extra_share`` says how
+    often), saved in the run's ``extra_pairs.csv``.
+    ``stop_when``: called after each evaluation with its rows; when it returns True, training checkpoints and
+    ends there, before ``steps`` (state.json records the step reached).
     ``device``: ``cpu`` (deterministic: the same seed gives the same run), ``cuda``, ``cuda:N`` or ``auto``.
     ``on_eval``: called after each evaluation with its rows (dicts with step, split, loss, accuracy),
     e.g. to time a run or draw live curves.
@@ -206,21 +228,44 @@ def train(
     torch_device = resolve_device(device)
     if task.has_ood and cfg.ood_digits is not None:
         task.sample_ood(1, cfg.ood_digits)  # validates ood_digits before any work
-    model_cfg = model_config(task, preset, seed=cfg.seed, **(model_overrides or {}))
-    data = _Data(task, cfg, torch_device)
-    run_dir.create(RunConfig(task, model_cfg, cfg, provenance(command, preset=preset)), series=True)
+    if extra_pairs is not None:
+        extra_pairs = task.check_operands(*extra_pairs)
+        if not extra_pairs[0].size:
+            raise InputError("extra_pairs is empty; pass None to train on the ID split alone")
+    elif cfg.extra_share is not None:
+        raise InputError(f"extra_share={cfg.extra_share} needs extra_pairs to draw from")
+    made = {"preset": preset}
+    if init_from is None:
+        model_cfg = model_config(task, preset, seed=cfg.seed, **(model_overrides or {}))
+    else:
+        source = RunDir.resolve(init_from)
+        source_cfg = source.read_config()
+        if source_cfg.task != task:
+            raise InputError(f"{source} was trained on {source_cfg.task.describe()}, not {task.describe()}; start from a run of the same task")
+        if model_overrides:
+            raise InputError("a run started from another run keeps its model; model_overrides cannot change it")
+        model_cfg = source_cfg.model
+        made = {"preset": source_cfg.provenance.get("preset"), "init_from": str(init_from)}
+    if extra_pairs is not None:
+        made["extra_pairs"] = int(extra_pairs[0].size)
+    data = _Data(task, cfg, torch_device, extra_pairs)
+    run_dir.create(RunConfig(task, model_cfg, cfg, provenance(command, **made)), series=True)
+    if extra_pairs is not None:
+        run_dir.write_extra_pairs(*extra_pairs)
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, device=torch_device)
+    if init_from is not None:
+        load_weights(model, source.weights_file)
     opt = _optimizer(model, cfg)
     lean_agrees = _lean_agrees(model, cfg)
     rows = _evaluate(model, task, data, 0, lean_agrees)
     _save_checkpoint(run_dir, model, opt, 0, rows, cfg)
-    return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress, on_eval, lean_agrees)
+    return _loop(run_dir, task, model, opt, cfg, data, 0, rows, progress, on_eval, lean_agrees, stop_when)
 
 
 # Fields that define the run's data or its schedule; changing them midway would make another run. A cosine
 # schedule's length (steps) is fixed too: training further would restart the decay.
-FIXED_ON_RESUME = ("seed", "n_train", "n_test", "n_eval", "ood_digits", "schedule")
+FIXED_ON_RESUME = ("seed", "n_train", "n_test", "n_eval", "ood_digits", "schedule", "extra_share")
 
 
 def resume(run_dir, *, progress: bool = True, device: str = "cpu", on_eval: Optional[Callable[[list[dict]], None]] = None,
@@ -249,6 +294,14 @@ def resume(run_dir, *, progress: bool = True, device: str = "cpu", on_eval: Opti
                          f"on resume (recorded: {recorded}); train a new run instead")
     cfg = TrainConfig.from_dict({**asdict(config.training), **overrides})
     start = run_dir.read_state_step()
+    extra = run_dir.read_extra_pairs()
+    recorded_extra = config.provenance.get("extra_pairs")
+    if recorded_extra is not None and (extra is None or extra[0].size != recorded_extra):
+        raise InputError(f"{run_dir} was trained with {recorded_extra} extra pairs, but its {run_dir.extra_pairs_file.name} "
+                         f"{'is missing' if extra is None else f'holds {extra[0].size}'}; the run directory is damaged")
+    if not run_dir.optimizer_file(start).is_file():
+        raise InputError(f"{run_dir} keeps no optimizer state for step {start} (its weights were rolled back or its series "
+                         "trimmed), so it cannot resume exactly; start a new run from it instead (train(..., init_from=...))")
     if start >= cfg.steps:
         raise InputError(f"{run_dir} already finished {start} of {cfg.steps} steps; pass --steps N with N > {start} to train further")
     torch_device = resolve_device(device)
@@ -257,7 +310,7 @@ def resume(run_dir, *, progress: bool = True, device: str = "cpu", on_eval: Opti
     opt = _optimizer(model, cfg)
     _load_optimizer(model, opt, load_tensors(run_dir.optimizer_file(start)), str(run_dir.optimizer_file(start)))
     rows = [r for r in run_dir.read_metrics().to_dict("records") if r["step"] <= start]
-    data = _Data(config.task, cfg, torch_device)
+    data = _Data(config.task, cfg, torch_device, extra)
     # validated and loaded: only now touch the run directory
     run_dir.remove_leftovers()
     if cfg != config.training:
