@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from equiv_tools.analysis.reproduce import find_paper_dir
 from equiv_tools.cli import main
 from equiv_tools.core.config import TrainConfig
 
@@ -209,6 +210,15 @@ def test_import_and_relations_on_the_paper_model(paper_dir, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "relations", tmp_path / "s2", "--ood-digits", "4", "--n", "2000", "--json")
     top = json.loads(out)["relations"][0]
     assert top["relation"] == "(a mod 10^3) + (b mod 10^3)" and top["accuracy"] >= 0.999
+
+
+def test_the_paper_is_found_next_to_the_checkout_from_any_working_directory(paper_dir, tmp_path, monkeypatch):
+    if paper_dir != REPO.parent / "shared" / "paper":
+        pytest.skip(f"the paper's files are at {paper_dir}, not next to the checkout")
+    monkeypatch.delenv("EQUIV_TOOLS_PAPER_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    folder, reason = find_paper_dir()
+    assert folder == REPO.parent / "shared" / "paper" and "the checkout's ../shared/paper" in reason
 
 
 def test_reproduce_without_the_paper(tmp_path, capsys, monkeypatch):

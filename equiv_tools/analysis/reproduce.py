@@ -27,7 +27,7 @@ from equiv_tools.runs.models import Run, load_run
 PAPER_ENV = "EQUIV_TOOLS_PAPER_DIR"
 PAPER_CHECKPOINTS = ("model_s2.pt", "model_51.pt")
 PAPER_TASK = AdditionTask(train_digits=3, width=5)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: equiv_tools/analysis/reproduce.py -> the repository
 
 
 def find_paper_dir(paper_dir=None, holding: str = "exploregpt-adder") -> tuple[Optional[Path], str]:
@@ -41,7 +41,7 @@ def find_paper_dir(paper_dir=None, holding: str = "exploregpt-adder") -> tuple[O
     elif os.environ.get(PAPER_ENV):
         candidates = [(Path(os.environ[PAPER_ENV]), f"${PAPER_ENV}")]
     else:
-        candidates = [(Path.cwd().parent / "shared" / "paper", "../shared/paper"), (REPO_ROOT.parent / "shared" / "paper", "../shared/paper")]
+        candidates = [(Path.cwd().parent / "shared" / "paper", "../shared/paper"), (REPO_ROOT.parent / "shared" / "paper", "the checkout's ../shared/paper")]
     for path, source in candidates:
         if (path / holding).is_dir():
             return path, f"found via {source}: {path}"
