@@ -5,7 +5,7 @@ The package is layered; each layer imports only the ones below it (``lint-import
 * ``core``: tasks, relations, configs, errors, paths, the run directory's layout (torch-free)
 * ``forward``: the one fast forward, decoding, activations at hook names, devices
 * ``runs``: building, loading, training and importing models
-* ``analysis``: relations found, class maps, patching, reading, Fourier, evaluation
+* ``analysis``: relations found, class maps, patching, reading, Fourier, evaluation, scorecards and remedies
 * ``views``: plots, figures and the ipywidgets explorers
 * ``cli``: the ``equiv-tools`` command
 
@@ -49,6 +49,9 @@ _LAZY = {  # public name -> the module that defines it
     "patch_head_out_by_pos": "analysis.patching", "patch_head_out_all_pos": "analysis.patching",
     "patch_pair": "analysis.patching", "one_digit_apart": "analysis.patching", "activation_difference": "analysis.patching",
     "sweep": "analysis.sweep", "read_results": "analysis.sweep", "head_ablation": "analysis.ablation",
+    "scorecard": "analysis.scorecard", "scorecard_table": "analysis.scorecard",
+    "prime": "analysis.remedies", "finetune": "analysis.remedies", "wrap": "analysis.remedies", "retrain": "analysis.remedies",
+    "remedy_table": "analysis.remedies",
     "check_resid_pre_patch": "analysis.checks", "check_logit_difference": "analysis.checks",
     "check_head_ablation": "analysis.checks", "check_embedding_fourier": "analysis.checks",
     "EquivalenceExplorer": "views.widgets", "MapViewer": "views.widgets", "RepresentationExplorer": "views.widgets",

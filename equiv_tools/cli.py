@@ -157,10 +157,11 @@ TRAIN_HELP = {
     "train_forward": "compute each step's loss with the TransformerBridge, or the lean forward (same loss to ~1e-6, faster)",
     "series_dtype": "dtype of the older checkpoints of the series (float16 halves its size; the latest stays float32)",
     "schedule": "learning rate after the warmup: constant, or cosine (down to 0 at the last step)",
+    "extra_share": "share of each minibatch drawn from --extra-pairs",
     "recipe": "start from a recipe's settings: reference (Nanda et al.'s grokking setup), fast, clean (fast without its collapse); for the digit tasks adder (add3_nano's settings) or smooth (the same, with a cosine decay); flags given win",
 }
 TRAIN_NONE_WORDS = {"batch_size": "full", "grad_clip": "none"}  # the word that stands for None on the command line
-TRAIN_NONE_DEFAULTS = {"n_train": "the task's split", "n_test": "the task's split", "ood_digits": "train digits + 1",
+TRAIN_NONE_DEFAULTS = {"extra_share": "drawn as often as any ID pair", "n_train": "the task's split", "n_test": "the task's split", "ood_digits": "train digits + 1",
                        "recipe": "none, the defaults shown here"}
 TRAIN_INT_MINIMUM = {"warmup_steps": 0, "seed": 0}  # other integer fields must be positive
 
@@ -231,6 +232,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         g.add_argument(_flag(field.name), type=_train_field_type(field), **kind, default=argparse.SUPPRESS,
                        help=f"{text} (default: {_train_field_default(field)})")
 
+    p.add_argument("--extra-pairs", type=Path, metavar="CSV",
+                   help="a CSV with columns a,b: pairs to train on beside the ID split, e.g. OOD ones (default: none)")
     p.add_argument("--out", type=Path, help="the new run directory (required unless --resume)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue this run from its latest checkpoint (default: train a new run into --out)")
@@ -323,6 +326,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, help="worker processes of the embedded cluster (default: one per CPU core)")
     _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("scorecard", "judge one or more runs on every axis at once: ID and OOD accuracy, relation, errors, cost, stages")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN", help=run_help)
+    p.add_argument("--n", type=_positive_int, default=2000, help="pairs per split and OOD setting")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the sampled pairs")
+    p.add_argument("--digit-cost", type=_number, nargs="+", default=[1.0], metavar="COST",
+                   help="cost of a wrong answer digit: one number, or one per answer digit, units first")
+    p.add_argument("--plot", type=Path, metavar="FILE", help="also save the side-by-side figure (.png or .svg) (default: none)")
+    _add_device(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object (a list of them for several runs) instead of a table")
+
+    p = command("remedy", "repair a run's OOD failure into a new run directory: prime, finetune, wrap, or retrain (the baseline)")
+    p.add_argument("remedy", choices=list(REMEDY_NAMES), help="prime: train on with k OOD pairs mixed in; finetune: train on "
+                   "pairs failing the weakest stage, ID guarded; wrap: add back what the relation drops; retrain: from scratch on mixed data")
+    p.add_argument("run_dir", type=Path, help=run_help)
+    p.add_argument("--out", type=Path, required=True, help="the new run directory (the source run is never written)")
+    p.add_argument("--budget", type=_non_negative_int, help="optimizer steps (default: prime 500, finetune 200, retrain 10000; wrap takes none)")
+    p.add_argument("--k", type=_non_negative_int, help="OOD pairs to train on (default: prime 50, finetune 1000, retrain 10000)")
+    p.add_argument("--stage", help="finetune: the stage to target (default: the scorecard's weakest)")
+    p.add_argument("--relation", help="wrap: the relation to correct by (default: the scorecard's best)")
+    p.add_argument("--n", type=_positive_int, default=2000, help="pairs per split and setting of the scorecards")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the scorecards' pairs and of the training pairs drawn")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object (cost and scorecard) instead of a summary")
 
     p = command("plot", "save a run's main figures: training curves, category map, digit distribution")
     p.add_argument("run_dir", type=Path, help=run_help)
@@ -421,17 +448,19 @@ def _cmd_train(args, argv) -> int:
     model_config(task, preset, seed=cfg.seed, **overrides)  # checks the model fields before torch is imported
     RunDir(args.out).require_new()
     device = _device(args)
+    from equiv_tools.analysis.evaluation import read_pairs
     from equiv_tools.runs.training import train
 
+    extra = None if args.extra_pairs is None else read_pairs(args.extra_pairs)
     metrics = train(task, args.out, preset=preset, train_cfg=cfg, model_overrides=overrides, command=["equiv-tools", *argv],
-                    progress=not args.quiet, device=device)
+                    progress=not args.quiet, device=device, extra_pairs=extra)
     print(f"trained {args.out}: {_final_accuracies(metrics)}")
     return 0
 
 
 def _resume(args, training: dict) -> int:
     fixed = [name for name in ("task", *TASK_FIELDS) if getattr(args, name) is not None]
-    fixed += [*_given(args, ("preset", *MODEL_OVERRIDES))] + (["out"] if args.out is not None else [])
+    fixed += [*_given(args, ("preset", *MODEL_OVERRIDES))] + [name for name in ("out", "extra_pairs") if getattr(args, name) is not None]
     if fixed:
         raise InputError(f"--resume keeps the run's task and model; drop {', '.join(map(_flag, fixed))} "
                          "(only training options, --device and --quiet go with --resume)")
@@ -566,6 +595,63 @@ def _cmd_plot(args, argv) -> int:
     return 0
 
 
+SCORECARD_ROWS = {"id_accuracy": "ID accuracy", "ood_accuracy": "OOD accuracy", "relation_consistency": "follows the best relation",
+                  "class_map_agreement": "same answer as its ID class", "stage": "stage", "cost_weighted_error": "cost-weighted error"}
+
+
+def _scorecard_text(cards: list[dict]) -> str:
+    from equiv_tools.analysis.scorecard import scorecard_table
+
+    table = scorecard_table(cards)
+    table = table[table.axis.isin(list(SCORECARD_ROWS))]
+    rows = []
+    for (axis, setting), group in table.groupby(["axis", "setting"], sort=False):
+        values = dict(zip(group.run, group.value))
+        rows.append({"measure": f"{SCORECARD_ROWS[axis]} ({setting})" if setting else SCORECARD_ROWS[axis], **values})
+    runs = list(dict.fromkeys(table.run))
+    lines = [format_table(rows, {"measure": "measure", **{run: run for run in runs}})]
+    lines += [f"{card['run']}: best relation {card['best_relation']}" for card in cards if card["best_relation"]]
+    return "\n".join(lines)
+
+
+def _cmd_scorecard(args, argv) -> int:
+    if args.plot is not None and args.plot.suffix not in (".png", ".svg"):
+        raise InputError(f"--plot {args.plot} must end in .png or .svg")
+    device = _device(args)
+    from equiv_tools.analysis.scorecard import scorecard, scorecard_table
+    from equiv_tools.runs.models import load_run
+
+    cost = args.digit_cost[0] if len(args.digit_cost) == 1 else args.digit_cost
+    cards = [scorecard(load_run(run_dir, device=device), n=args.n, cost=cost, seed=args.seed) for run_dir in args.run_dirs]
+    if args.plot is not None:
+        from equiv_tools.views.plots import plot_scorecard
+
+        plot_scorecard(scorecard_table(cards)).savefig(args.plot)
+    print(json.dumps(cards[0] if len(cards) == 1 else cards) if args.json else _scorecard_text(cards))
+    return 0
+
+
+REMEDY_NAMES = ("prime", "finetune", "wrap", "retrain")
+
+
+def _cmd_remedy(args, argv) -> int:
+    options = {name: getattr(args, name) for name in ("budget", "k", "stage", "relation") if getattr(args, name) is not None}
+    allowed = {"prime": {"budget", "k"}, "finetune": {"budget", "k", "stage"}, "wrap": {"budget", "relation"}, "retrain": {"budget", "k"}}[args.remedy]
+    if set(options) - allowed:
+        raise InputError(f"{args.remedy} takes {', '.join(map(_flag, sorted(allowed)))}; drop {', '.join(map(_flag, sorted(set(options) - allowed)))}")
+    RunDir(args.out).require_new("pick a new output directory for the remedy")
+    from equiv_tools.analysis.remedies import REMEDIES
+
+    result = REMEDIES[args.remedy](args.run_dir, args.out, n=args.n, seed=args.seed, progress=not args.quiet, **options)
+    if args.json:
+        print(json.dumps({"run_dir": str(result.run_dir), "cost": result.cost, "scorecard": result.scorecard}))
+    else:
+        card = result.scorecard
+        print(f"{args.remedy}: wrote {result.run_dir} in {result.cost['steps']} steps ({result.cost['seconds']:.1f} s): "
+              f"ID accuracy {card['id_accuracy']:.4f}, OOD accuracy {card['ood_accuracy']:.4f}")
+    return 0
+
+
 def _cmd_sweep(args, argv) -> int:
     from equiv_tools.core.sweep_spec import jobs_from_spec, read_spec
 
@@ -591,7 +677,7 @@ def _cmd_sweep(args, argv) -> int:
 COMMANDS = {
     "train": _cmd_train, "evaluate": _cmd_evaluate, "import-mingpt": _cmd_import, "import-grokking": _cmd_import_grokking,
     "predict": _cmd_predict, "relations": _cmd_relations, "reproduce": _cmd_reproduce, "plot": _cmd_plot, "fourier": _cmd_fourier,
-    "sweep": _cmd_sweep,
+    "sweep": _cmd_sweep, "scorecard": _cmd_scorecard, "remedy": _cmd_remedy,
 }
 
 

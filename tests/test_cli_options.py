@@ -42,7 +42,7 @@ def test_train_flags_are_the_config_fields():
     assert train["training"] == {f.name for f in fields(TrainConfig)}
     assert train["model"] == {"preset"} | (set(MODEL_FIELDS) - {"seed"})
     assert train["task"] == {"task", "train_digits", "width", "p", "op", "train_fraction"}
-    assert train["options"] == {"help", "out", "resume", "device", "quiet"}
+    assert train["options"] == {"help", "out", "resume", "device", "quiet", "extra_pairs"}
     assert set(cli.TRAIN_HELP) == {f.name for f in fields(TrainConfig)}  # every field has its own help line
 
 

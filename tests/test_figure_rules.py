@@ -18,6 +18,7 @@ import re
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.colors import ListedColormap, to_rgba_array
 
@@ -30,6 +31,7 @@ from equiv_tools.analysis.patching import activation_difference
 from equiv_tools.analysis.progress import progress_series
 from equiv_tools.analysis.projection import checkpoint_models, pca_series
 from equiv_tools.analysis.reading import correct_digit_lens, correct_digit_summary, logit_lens, mean_attention, split_logit_lens
+from equiv_tools.analysis.scorecard import scorecard, scorecard_table
 from equiv_tools.analysis.sensitivity import input_sensitivity
 from equiv_tools.analysis.sweep import read_results
 from equiv_tools.views import plots
@@ -151,6 +153,17 @@ def _progress_measures(runs):
             (plots.plot_progress_measures(metrics, progress), False)]
 
 
+def _scorecard(runs):
+    cards = pd.read_csv(et.shipped_data_dir() / "remedies" / "scorecards.csv")
+    return [(plots.plot_scorecard(cards[cards.run.isin(["add3_nano", "prime_k200", "wrap", "retrain"])]), False),
+            (plots.plot_scorecard(scorecard_table([scorecard(runs["grok113_fast"], n=200)])), False)]
+
+
+def _remedy_costs(runs):
+    costs = pd.read_csv(et.shipped_data_dir() / "remedies" / "costs.csv")
+    return [(plots.plot_remedy_costs(costs, baseline=0.0), False), (plots.plot_remedy_costs(costs[costs.remedy == "prime"]), False)]
+
+
 CASES = {
     "plot_training_curves": _training_curves, "plot_rule_share": _rule_share, "plot_category_map": _category_map,
     "plot_answer_contours": _answer_contours, "plot_digit_distribution": _digit_distribution,
@@ -158,6 +171,7 @@ CASES = {
     "plot_sensitivity": _sensitivity, "plot_attention": _attention, "plot_logit_lens": _logit_lens,
     "plot_correct_digit_lens": _correct_digit_lens, "plot_pca_series": _pca_series, "plot_patching": _patching,
     "plot_progress_measures": _progress_measures, "plot_head_ablation": _head_ablation, "plot_sweep": _sweep,
+    "plot_scorecard": _scorecard, "plot_remedy_costs": _remedy_costs,
 }
 
 

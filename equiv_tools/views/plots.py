@@ -519,3 +519,59 @@ def plot_sweep(results: pd.DataFrame, by: str, value: str, title: Optional[str] 
     ax.legend(keep.values(), keep.keys(), fontsize="small", loc="lower right")
     fig.suptitle(title or "a sweep's runs, one point each, with the median as a bar")
     return fig
+
+
+SCORECARD_AXES = {  # a scorecard_table axis -> its label in words; these axes are shares, 0..1
+    "id_accuracy": "ID accuracy", "ood_accuracy": "OOD accuracy", "relation_consistency": "follows its best relation",
+    "class_map_agreement": "same answer as its ID class", "stage": "stage",
+}
+
+
+def plot_scorecard(table: pd.DataFrame, title: Optional[str] = None) -> Figure:
+    """Runs side by side on every share of a ``scorecard.scorecard_table`` frame (run, axis, setting, value):
+    horizontal bars, one colour per run; the cost-weighted error, another quantity, in a panel of its own when
+    the frame has it."""
+    table = table.assign(setting=table.setting.fillna("").astype(str))  # a CSV gives NaN for an empty setting
+    shares = table[table.axis.isin(list(SCORECARD_AXES))]
+    named = ("relation_consistency", "class_map_agreement")  # their setting is the relation, too long for a label
+    shares = shares.assign(measure=[f"{SCORECARD_AXES[a]}: {s}" if s and a not in named else SCORECARD_AXES[a]
+                                    for a, s in zip(shares.axis, shares.setting)])
+    runs = list(dict.fromkeys(table.run))
+    measures = list(dict.fromkeys(shares.measure))
+    cost = table[table.axis == "cost_weighted_error"]
+    fig = Figure(figsize=(MAX_WIDTH, 0.16 * len(measures) * len(runs) + 0.3 * len(measures) + 2.0), layout="constrained")
+    bars, costs = fig.subplots(1, 2, width_ratios=[2.2, 1]) if len(cost) else (fig.subplots(), None)
+    sns.barplot(data=shares, y="measure", x="value", hue="run", hue_order=runs, order=measures, orient="h", ax=bars)
+    bars.set(xlim=(0, 1.02), xlabel="share of inputs", ylabel="what is measured")
+    bars.legend(title="run", fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(len(runs), 4))
+    if costs is not None:
+        sns.barplot(data=cost, y="run", x="value", hue="run", order=runs, hue_order=runs, legend=False, orient="h", ax=costs)
+        costs.set(ylabel="run", xlabel="cost-weighted error")
+        costs.set_xlim(0, max(1e-3, float(cost.value.max())) * 1.1)
+        costs.xaxis.set_major_locator(MaxNLocator(3))
+    fig.suptitle(title or "each run on every axis of the scorecard")
+    return fig
+
+
+def plot_remedy_costs(table: pd.DataFrame, baseline: Optional[float] = None, title: Optional[str] = None) -> Figure:
+    """What each remedy run of a ``remedies.remedy_table`` frame cost and gained, one row per run in three panels:
+    the optimizer steps it took, the OOD pairs it trained on, and its OOD accuracy after (its ID accuracy written
+    beside the bar). ``baseline``: the source run's OOD accuracy, drawn as a dashed line."""
+    runs = list(table.run)
+    fig = Figure(figsize=(MAX_WIDTH, 0.45 * len(runs) + 1.6), layout="constrained")
+    steps, pairs, gain = fig.subplots(1, 3, sharey=True)
+    y = np.arange(len(runs))
+    steps.barh(y, table.steps, color="#8c8c8c")
+    pairs.barh(y, table.k, color="#8c8c8c")
+    gain.barh(y, table.ood_accuracy, color="#4c72b0")
+    for row, (ood, id_accuracy) in enumerate(zip(table.ood_accuracy, table.id_accuracy)):
+        gain.text(min(ood, 0.55) + 0.02, row, f"{ood:.3f} (ID {id_accuracy:.3f})", va="center", fontsize=9)
+    if baseline is not None:
+        gain.axvline(baseline, ls="--", color="#888888", label="before the remedy")
+        gain.legend(fontsize="small", loc="lower right")
+    steps.set(yticks=y, yticklabels=runs, xlabel="optimizer steps", ylabel="remedy run")
+    steps.invert_yaxis()
+    pairs.set(xlabel="OOD pairs trained on")
+    gain.set(xlim=(0, 1.02), xlabel="OOD accuracy after the remedy")
+    fig.suptitle(title or "what each remedy cost, and what it gained")
+    return fig
