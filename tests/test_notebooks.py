@@ -1,4 +1,4 @@
-"""Notebooks 03 to 06 as a student who cloned the kit meets them: without the paper's checkpoints, under nbval."""
+"""Notebooks 03 to 06 and 08 as a student who cloned the kit meets them: without the paper's checkpoints, under nbval."""
 import os
 import subprocess
 import sys
@@ -9,7 +9,8 @@ from .conftest import REPO
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("notebook", ["03_equivalence_maps.ipynb", "04_patching.ipynb", "05_reading_the_model.ipynb", "06_grokking.ipynb"])
+@pytest.mark.parametrize("notebook", ["03_equivalence_maps.ipynb", "04_patching.ipynb", "05_reading_the_model.ipynb", "06_grokking.ipynb",
+                                      "08_remedies.ipynb"])
 def test_passes_nbval_without_the_paper_files(tmp_path, notebook):
     empty = tmp_path / "no-paper"
     empty.mkdir()
