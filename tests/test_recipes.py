@@ -54,7 +54,7 @@ def test_cli_recipe_fills_defaults_and_records_every_setting(tmp_path, capsys):
     training = json.loads((out / "config.json").read_text())["training"]
     assert training == {**RECIPES["fast"], "steps": 4, "eval_every": 2, "checkpoint_every": 2, "lr": 0.005, "n_train": None,
                         "n_test": None, "ood_digits": None, "seed": 0, "series_dtype": "float32", "schedule": "constant",
-                        "recipe": "fast"}
+                        "extra_share": None, "recipe": "fast"}
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--steps", "6", "--recipe", "reference", "--quiet"]) == 2
     assert capsys.readouterr().err == ("equiv-tools: error: a run keeps the recipe it started from (recorded: 'fast'); "
