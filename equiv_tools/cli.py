@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (a list of them for several runs) instead of a table")
 
     p = command("remedy", "repair a run's OOD failure into a new run directory: prime, finetune, wrap, or retrain (the baseline)")
-    p.add_argument("remedy", choices=list(REMEDY_NAMES), help="prime: train on with k OOD pairs mixed in; finetune: train on "
+    p.add_argument("remedy", choices=list(REMEDY_OPTIONS), help="prime: train on with k OOD pairs mixed in; finetune: train on "
                    "pairs failing the weakest stage, ID guarded; wrap: add back what the relation drops; retrain: from scratch on mixed data")
     p.add_argument("run_dir", type=Path, help=run_help)
     p.add_argument("--out", type=Path, required=True, help="the new run directory (the source run is never written)")
@@ -631,12 +631,13 @@ def _cmd_scorecard(args, argv) -> int:
     return 0
 
 
-REMEDY_NAMES = ("prime", "finetune", "wrap", "retrain")
+# the command-line options each remedy takes (tests/test_remedies.py checks them against the functions' parameters)
+REMEDY_OPTIONS = {"prime": {"budget", "k"}, "finetune": {"budget", "k", "stage"}, "wrap": {"budget", "relation"}, "retrain": {"budget", "k"}}
 
 
 def _cmd_remedy(args, argv) -> int:
     options = {name: getattr(args, name) for name in ("budget", "k", "stage", "relation") if getattr(args, name) is not None}
-    allowed = {"prime": {"budget", "k"}, "finetune": {"budget", "k", "stage"}, "wrap": {"budget", "relation"}, "retrain": {"budget", "k"}}[args.remedy]
+    allowed = REMEDY_OPTIONS[args.remedy]
     if set(options) - allowed:
         raise InputError(f"{args.remedy} takes {', '.join(map(_flag, sorted(allowed)))}; drop {', '.join(map(_flag, sorted(set(options) - allowed)))}")
     RunDir(args.out).require_new("pick a new output directory for the remedy")

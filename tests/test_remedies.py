@@ -1,4 +1,5 @@
 """Remedies: one interface, checked over every remedy; then what each one promises, on real models."""
+import inspect
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import equiv_tools as et
 from equiv_tools.analysis import remedies
 from equiv_tools.analysis.rule_wrapper import correction, wrapped_tokens
 from equiv_tools.analysis.scorecard import SCORECARD_KEYS, scorecard, setting_pairs
-from equiv_tools.cli import main
+from equiv_tools.cli import REMEDY_OPTIONS, main
 from equiv_tools.runs.storage import load_tensors
 
 from .conftest import REPO
@@ -164,6 +165,12 @@ def test_bad_remedy_options_are_refused_in_one_line_before_any_work(name, option
     with pytest.raises(et.InputError, match=message) as refused:
         remedies.REMEDIES[name]("add3_nano", tmp_path / "out", progress=False, **options)
     assert "\n" not in str(refused.value) and not (tmp_path / "out").exists()
+
+
+def test_the_cli_offers_every_remedy_with_options_it_really_takes():
+    assert list(REMEDY_OPTIONS) == list(remedies.REMEDIES)
+    for name, options in REMEDY_OPTIONS.items():
+        assert options <= set(inspect.signature(remedies.REMEDIES[name]).parameters), name
 
 
 def test_the_cli_runs_a_remedy_and_refuses_options_it_does_not_take(tmp_path, capsys):

@@ -42,8 +42,12 @@ def wrapper_relation(run) -> Optional[Relation]:
     return run.task.relation(record["options"]["relation"]) if record.get("remedy") == WRAP else None
 
 
+def answer_tokens(run, a, b, wrapper: Optional[Relation]) -> np.ndarray:
+    """A run's greedy answer tokens [n, answer_len] (hooks honoured), corrected by ``wrapper`` unless it is None."""
+    tokens = greedy_decode(run.model, run.task, a, b)
+    return tokens if wrapper is None else wrapped_tokens(run.task, tokens, wrapper, a, b)
+
+
 def run_answer_tokens(run, a, b) -> np.ndarray:
     """A run's greedy answer tokens [n, answer_len] (hooks honoured), with its wrapper applied if it has one."""
-    tokens = greedy_decode(run.model, run.task, a, b)
-    relation = wrapper_relation(run)
-    return tokens if relation is None else wrapped_tokens(run.task, tokens, relation, a, b)
+    return answer_tokens(run, a, b, wrapper_relation(run))

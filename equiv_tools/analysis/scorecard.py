@@ -28,7 +28,7 @@ import pandas as pd
 
 from equiv_tools.analysis.discovery import rank_relations
 from equiv_tools.analysis.evaluation import id_test_pairs
-from equiv_tools.analysis.rule_wrapper import run_answer_tokens, wrapper_relation
+from equiv_tools.analysis.rule_wrapper import answer_tokens, wrapper_relation
 from equiv_tools.core.errors import InputError
 from equiv_tools.core.tasks import AdditionTask, Task
 
@@ -132,21 +132,25 @@ def scorecard(run, n: int = 2000, cost: Cost = 1.0, seed: int = 0) -> dict:
         raise InputError(f"n must be positive, got {n}")
     task = run.task
     cost = _digit_weights(task, cost)
+    wrapper = wrapper_relation(run)  # read once: every answer below goes through it
+
+    def decode(a, b):  # answer tokens [n, answer_len]
+        return answer_tokens(run, a, b, wrapper)
+
     (a, b), id_pairs = id_test_pairs(run, n, seed)
     truth = task.encode_answer(task.truth(a, b))
-    tokens = run_answer_tokens(run, a, b)
+    tokens = decode(a, b)
     right = tokens == truth
     card = {"run": run.path.name, "task": task.describe(), "n": n, "id_pairs": id_pairs, "wrapper": None,
             "id_accuracy": float(right.all(axis=1).mean()), "id_accuracy_by_digit": _by_digit(task, right)}
     if not task.has_ood:
         cost_value, cost_text = _cost(task, tokens, truth, cost)
         return {**card, **{key: None for key in OOD_KEYS}, "cost_weighted_error": cost_value, "cost": cost_text + " (ID pairs)"}
-    wrapper = wrapper_relation(run)
     card["wrapper"] = None if wrapper is None else wrapper.name
     headline = str(task.train_digits + 1)  # both operands one digit longer: the pairs every OOD axis below is measured on
     oa, ob = setting_pairs(task, headline, n, seed)
     truth_ood = task.encode_answer(task.truth(oa, ob))
-    tokens_ood = run_answer_tokens(run, oa, ob)
+    tokens_ood = decode(oa, ob)
     right_ood = tokens_ood == truth_ood
     by_setting = {}
     for setting in ood_settings(task):
@@ -154,12 +158,12 @@ def scorecard(run, n: int = 2000, cost: Cost = 1.0, seed: int = 0) -> dict:
             by_setting[setting] = float(right_ood.all(axis=1).mean())
             continue
         sa, sb = setting_pairs(task, setting, n, seed)
-        by_setting[setting] = float(np.mean(task.decode_answer(run_answer_tokens(run, sa, sb)) == task.truth(sa, sb)))
+        by_setting[setting] = float(np.mean(task.decode_answer(decode(sa, sb)) == task.truth(sa, sb)))
     ranked, _ = rank_relations(task, oa, ob, tokens_ood, task.relations())
     best = task.relation(ranked.relation.iloc[0])
     class_map = None
     if best.representative is not None:
-        class_map = float((tokens_ood == run_answer_tokens(run, *best.representative(oa, ob))).all(axis=1).mean())
+        class_map = float((tokens_ood == decode(*best.representative(oa, ob))).all(axis=1).mean())
     wrong = ~right_ood.all(axis=1)
     cost_value, cost_text = _cost(task, tokens_ood, truth_ood, cost)
     card.update({
@@ -177,7 +181,7 @@ def scorecard(run, n: int = 2000, cost: Cost = 1.0, seed: int = 0) -> dict:
             split: {"carry": float(ok[carry].mean()) if carry.any() else None, "no carry": float(ok[~carry].mean()) if (~carry).any() else None}
             for split, ok, carry in (("id", right.all(axis=1), carry_id), ("ood", right_ood.all(axis=1), carry_ood))
         }
-        residue_tokens = run_answer_tokens(run, *task.residue_relation().representative(oa, ob))
+        residue_tokens = decode(*task.residue_relation().representative(oa, ob))
         card["stages"] = _stage_shares(stage_passes(task, tokens_ood, truth_ood, residue_tokens, carry_ood), carry_ood)
         card["weakest_stage"] = min((s for s in STAGES if card["stages"][s] is not None), key=lambda s: card["stages"][s])
     return card
